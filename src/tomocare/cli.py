@@ -1,0 +1,198 @@
+"""The ``tomocare`` command line: parses options and calls the Python API, nothing more."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from tomocare import __version__
+from tomocare.errors import TomocareError
+
+app = typer.Typer(
+    name="tomocare",
+    help="Out-of-core, distributed Noise2Noise denoising of cryo-electron tomograms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Scheduler = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", help="Address or scheduler-file of a running dask cluster (default: start a local one)."),
+]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes of the local cluster (default: one per core).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
+
+
+def _client(scheduler: str | None, workers: int | None):
+    from tomocare.cluster import dask_client
+
+    return dask_client(scheduler, n_workers=workers)
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the dataset (created).")],
+    n: Annotated[int, typer.Option("--n", help="Number of tomograms.")] = 2,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Volume shape z y x, in voxels.")] = (96, 192, 192),
+    snr: Annotated[float, typer.Option(help="Signal-to-noise ratio of each half (signal variance / noise variance).")] = 0.1,
+    tilt_range: Annotated[float, typer.Option(help="Maximum tilt angle in degrees (missing wedge beyond it).")] = 60.0,
+    voxel_size: Annotated[float, typer.Option(help="Voxel size in Å.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
+    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = 128,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Write a synthetic dataset with ground truth: NAME_even/_odd/_clean.mrc and particle positions."""
+    from tomocare.simulate import simulate_dataset
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _client(scheduler, workers):
+        written = simulate_dataset(
+            out_dir, n_tomograms=n, shape=shape, seed=seed, snr=snr, tilt_range=tilt_range,
+            voxel_size=voxel_size, chunks=chunks, overwrite=overwrite,
+        )
+    for entry in written:
+        typer.echo(f"{entry['name']}: " + ", ".join(str(v) for k, v in entry.items() if k != "name"))
+
+
+@app.command()
+def convert(
+    inputs: Annotated[list[Path], typer.Argument(help="MRC files (.mrc, .rec, .map), then the output: NAME.zarr for one input, a directory for several.")],
+    chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = 128,
+    compression: Annotated[str, typer.Option(help="blosc-zstd, zstd or none.")] = "blosc-zstd",
+    levels: Annotated[int, typer.Option(help="Pyramid levels (1 = full resolution only).")] = 3,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Convert MRC tomograms to chunked, compressed OME-Zarr, streaming (never the whole volume in memory)."""
+    from tomocare.io.convert import convert_to_zarr, plan_conversions
+    from tomocare.io.omezarr import codecs_for
+
+    if len(inputs) < 2:
+        raise TomocareError("convert needs at least one input and an output (tomocare convert IN.mrc OUT.zarr)")
+    *sources, out = inputs
+    codecs_for(compression)
+    plan = plan_conversions(sources, out, overwrite=overwrite)
+    with _client(scheduler, workers):
+        for source, target in plan:
+            convert_to_zarr(source, target, chunks=chunks, compression=compression, levels=levels, overwrite=overwrite)
+            typer.echo(f"{source} -> {target}")
+
+
+@app.command()
+def export(
+    source: Annotated[Path, typer.Argument(help="OME-Zarr image (or MRC).")],
+    out: Annotated[Path, typer.Argument(help="Output MRC file.")],
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Export an OME-Zarr image to MRC, streamed chunk by chunk, with the original header restored."""
+    from tomocare.io.atomic import check_output
+    from tomocare.io.convert import export_mrc
+    from tomocare.io.volume import open_volume
+
+    open_volume(source)
+    check_output(out, overwrite=overwrite)
+    with _client(scheduler, workers):
+        stats = export_mrc(source, out, overwrite=overwrite)
+    typer.echo(f"{source} -> {out} (mean {stats.mean:.4g}, std {stats.std:.4g})")
+
+
+@app.command()
+def info(
+    paths: Annotated[list[Path], typer.Argument(help="MRC files, OME-Zarr images or dataset directories.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Describe tomograms (shape, dtype, voxel size, statistics) or the pairs found in a directory."""
+    from tomocare.io.discover import discover_pairs
+    from tomocare.io.volume import open_volume
+
+    report = []
+    for path in paths:
+        if path.is_dir() and not (path / "zarr.json").exists():
+            found = discover_pairs(path)
+            report.append(
+                {
+                    "dataset": str(path),
+                    "pairs": [{"name": p.name, "even": str(p.even), "odd": str(p.odd)} for p in found.pairs],
+                    "unmatched": [str(p) for p in found.unmatched],
+                }
+            )
+            continue
+        vol = open_volume(path)
+        report.append(
+            {
+                "path": str(path),
+                "shape": list(vol.shape),
+                "dtype": str(vol.dtype),
+                "voxel_size": list(vol.voxel_size),
+                "origin": list(vol.origin),
+                "stats": vol.stats.to_dict() if vol.stats else None,
+                "size_gib": round(vol.array.size * vol.dtype.itemsize / 2**30, 3) if hasattr(vol.array, "size") else None,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for entry in report:
+        if "dataset" in entry:
+            typer.echo(f"{entry['dataset']}: {len(entry['pairs'])} pairs")
+            for p in entry["pairs"]:
+                typer.echo(f"  {p['name']}: {p['even']} | {p['odd']}")
+            for u in entry["unmatched"]:
+                typer.echo(f"  unmatched: {u}")
+        else:
+            vs = " x ".join(f"{v:g}" for v in entry["voxel_size"])
+            typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # dask logs every worker start and stop, and shutdown races, below ERROR
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: not r.name.startswith(("distributed", "tornado")) or r.levelno >= logging.ERROR)
+    if version:
+        typer.echo(f"tomocare {__version__}")
+        raise typer.Exit()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    warnings.showwarning = _show_warning
+    try:
+        app(args=argv, standalone_mode=False)
+    except TomocareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

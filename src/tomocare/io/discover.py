@@ -1,0 +1,103 @@
+"""Find even/odd half-tomogram pairs in a directory, by the naming conventions users have."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tomocare.errors import TomocareError
+
+VOLUME_SUFFIXES = (".mrc", ".rec", ".map")
+_EVEN = re.compile(r"^(?P<stem>.+?)[_.-](?P<tag>even|evn)(?P<ext>\.\w+)$", re.I)  # NAME_even, AreTomo3 _EVN
+_HALF1 = re.compile(r"^(?P<stem>.+?)[_.-]?(?P<tag>half1)(?P<rest>.*)$", re.I)  # RELION 5 *half1*
+_SECOND_HALF = re.compile(r"([_.-](odd)\.\w+$)|(half2)", re.I)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One tomogram given as two half tomograms with independent noise."""
+
+    name: str
+    even: Path
+    odd: Path
+
+
+@dataclass
+class Discovery:
+    pairs: list[Pair] = field(default_factory=list)
+    unmatched: list[Path] = field(default_factory=list)  # look like a half, but have no partner
+
+    def describe_unmatched(self) -> str:
+        return "halves without a partner: " + ", ".join(str(p) for p in self.unmatched)
+
+
+def _volumes(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in VOLUME_SUFFIXES)
+
+
+def _partner_name(name: str) -> tuple[str, str] | None:
+    """(pair name, partner file name) if ``name`` is a first half, else None."""
+    m = _EVEN.match(name)
+    if m:
+        odd_tag = "ODD" if m["tag"].isupper() else ("Odd" if m["tag"][0].isupper() else "odd")
+        sep = name[len(m["stem"])]
+        return m["stem"], f"{m['stem']}{sep}{odd_tag}{m['ext']}"
+    m = _HALF1.match(name)
+    if m:
+        partner = name[: m.start("tag")] + ("HALF2" if m["tag"].isupper() else "half2") + m["rest"]
+        stem = (m["stem"] + m["rest"]).rsplit(".", 1)[0]
+        return stem, partner
+    return None
+
+
+def discover_pairs(directory: str | os.PathLike) -> Discovery:
+    """Even/odd pairs in ``directory``; raise TomocareError if there are none.
+
+    Conventions: ``NAME_even`` / ``NAME_odd`` (any case, so AreTomo3's ``_EVN`` / ``_ODD``
+    too), RELION 5 ``*half1*`` / ``*half2*``, and Warp's ``even/`` and ``odd/`` sub-folders with
+    the same file names; extensions ``.mrc``, ``.rec``, ``.map``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TomocareError(f"{directory}: not a directory")
+    found = Discovery()
+    files = _volumes(directory)
+    by_lower = {p.name.lower(): p for p in files}
+    used: set[Path] = set()
+    for path in files:
+        match = _partner_name(path.name)
+        if match is None:
+            continue
+        name, partner = match
+        other = by_lower.get(partner.lower())
+        if other is None:
+            found.unmatched.append(path)
+            continue
+        found.pairs.append(Pair(name, path, other))
+        used.update((path, other))
+    for path in files:
+        if path not in used and _SECOND_HALF.search(path.name):
+            found.unmatched.append(path)
+    even_dir, odd_dir = directory / "even", directory / "odd"
+    if even_dir.is_dir() and odd_dir.is_dir():
+        odd_files = {p.name: p for p in _volumes(odd_dir)}
+        for path in _volumes(even_dir):
+            if path.name in odd_files:
+                found.pairs.append(Pair(path.stem, path, odd_files.pop(path.name)))
+            else:
+                found.unmatched.append(path)
+        found.unmatched.extend(odd_files.values())
+    names = [p.name for p in found.pairs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise TomocareError(f"{directory}: several pairs are named {', '.join(duplicates)}")
+    if not found.pairs:
+        detail = f"; {found.describe_unmatched()}" if found.unmatched else f" ({len(files)} volume files seen)"
+        raise TomocareError(
+            f"{directory}: no even/odd pairs found (expected NAME_even/NAME_odd, _EVN/_ODD, *half1*/*half2*, "
+            f"or even/ and odd/ folders; extensions {', '.join(VOLUME_SUFFIXES)}){detail}"
+        )
+    found.pairs.sort(key=lambda p: p.name)
+    return found

@@ -1,0 +1,264 @@
+"""MRC files, lazily: a picklable array-like for dask workers, and a streamed writer.
+
+``dask.array.from_array`` on a ``numpy.memmap`` copies the file into memory, and a memmap pickles
+its data; :class:`MrcArray` instead carries only the path and the layout, and maps the file for the
+duration of one ``__getitem__`` call, so a worker's resident memory holds one chunk, not the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import dask.array as da
+import mrcfile
+import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
+
+from tomocare.errors import TomocareError
+from tomocare.io.atomic import atomic_path
+from tomocare.io.blocks import write_blocks
+from tomocare.io.stats import Stats, block_stats
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
+# Header fields that describe the data block itself; everything else is carried through.
+_DATA_FIELDS = {"nx", "ny", "nz", "mode", "nsymbt", "dmin", "dmax", "dmean", "rms", "map", "machst"}
+
+
+@dataclass(frozen=True)
+class MrcHeader:
+    """The parts of an MRC header that tomocare keeps, in a JSON-friendly form."""
+
+    voxel_size: tuple[float, float, float]  # (z, y, x), Å
+    origin: tuple[float, float, float]  # (z, y, x), Å
+    mode: int
+    header_b64: str  # the original 1024-byte main header
+    extended_header_b64: str = ""
+    exttyp: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "voxel_size": list(self.voxel_size),
+            "origin": list(self.origin),
+            "mode": self.mode,
+            "header_b64": self.header_b64,
+            "extended_header_b64": self.extended_header_b64,
+            "exttyp": self.exttyp,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MrcHeader:
+        return cls(
+            voxel_size=tuple(d["voxel_size"]),
+            origin=tuple(d["origin"]),
+            mode=int(d["mode"]),
+            header_b64=d["header_b64"],
+            extended_header_b64=d.get("extended_header_b64", ""),
+            exttyp=d.get("exttyp", ""),
+        )
+
+    @property
+    def extended_header(self) -> bytes:
+        return base64.b64decode(self.extended_header_b64)
+
+
+@dataclass(frozen=True)
+class MrcArray:
+    """A picklable, lazy, read-only view of an MRC file's data block.
+
+    Behaves as an array-like (``shape``, ``dtype``, ``ndim``, ``__getitem__``), which is what
+    ``dask.array.from_array``, the patch sampler and the block engine need.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    file_dtype: str  # with byte order, as stored in the file
+    offset: int
+    header: MrcHeader = field(compare=False, repr=False)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.file_dtype).newbyteorder("=")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return self.header.voxel_size
+
+    def __getitem__(self, key) -> np.ndarray:
+        mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=self.offset, shape=self.shape)
+        try:
+            return np.array(mm[key], dtype=self.dtype)
+        finally:
+            del mm  # unmap now: resident pages of the file must not pile up in the worker
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
+def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3) -> MrcArray:
+    """Open an MRC file lazily, checking header and size; raise TomocareError on bad input."""
+    path = Path(path)
+    if not path.exists():
+        raise TomocareError(f"{path}: no such file")
+    if path.is_dir():
+        raise TomocareError(f"{path}: is a directory, expected an MRC file")
+    try:
+        with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
+            hdr = mrc.header
+            ext = bytes(mrc.extended_header.tobytes()) if mrc.extended_header is not None else b""
+            mode = int(hdr.mode)
+            if mode not in SUPPORTED_MODES:
+                raise TomocareError(
+                    f"{path}: MRC mode {mode} is not supported (supported: "
+                    + ", ".join(f"{m} ({t})" for m, t in SUPPORTED_MODES.items())
+                    + ")"
+                )
+            file_dtype = mrcfile.utils.data_dtype_from_header(hdr)
+            shape = tuple(int(s) for s in mrcfile.utils.data_shape_from_header(hdr))
+            vs = mrc.voxel_size
+            header = MrcHeader(
+                voxel_size=(_f32(vs.z), _f32(vs.y), _f32(vs.x)),
+                origin=(_f32(hdr.origin.z), _f32(hdr.origin.y), _f32(hdr.origin.x)),
+                mode=mode,
+                header_b64=base64.b64encode(hdr.tobytes()).decode(),
+                extended_header_b64=base64.b64encode(ext).decode(),
+                exttyp=bytes(hdr.exttyp).decode("ascii", "replace").strip("\x00 "),
+            )
+            offset = HEADER_DTYPE.itemsize + int(hdr.nsymbt)
+    except TomocareError:
+        raise
+    except (ValueError, OSError) as err:
+        raise TomocareError(f"{path}: not a readable MRC file ({_one_line(err)})") from None
+    expected = offset + int(np.prod(shape)) * file_dtype.itemsize
+    actual = path.stat().st_size
+    if actual < expected:
+        raise TomocareError(
+            f"{path}: truncated MRC file ({actual} bytes, header says {expected} for shape {shape})"
+        )
+    if ndim is not None and len(shape) != ndim:
+        raise TomocareError(f"{path}: expected a {ndim}-D volume, found shape {shape}")
+    if min(shape) < 1:
+        raise TomocareError(f"{path}: empty volume, shape {shape}")
+    return MrcArray(str(path.resolve()), shape, file_dtype.str, offset, header)
+
+
+def mrc_to_dask(source: MrcArray, chunks: int | tuple[int, ...] = 128) -> da.Array:
+    """A dask array over an MRC file; each task maps only the chunk it reads."""
+    name = f"mrc-{dask.base.tokenize(source.path, source.shape, source.file_dtype, os.path.getmtime(source.path))}"
+    return da.from_array(source, chunks=chunks, lock=False, asarray=True, name=name, meta=np.empty((0,) * source.ndim, source.dtype))
+
+
+@dataclass(frozen=True)
+class _MrcDataTarget:
+    """Picklable writable view of an MRC data block (used on workers)."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    offset: int
+
+    def write(self, region: tuple[slice, ...], block: np.ndarray) -> None:
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self.offset, shape=self.shape)
+        try:
+            mm[region] = block
+            mm.flush()
+        finally:
+            del mm
+
+
+def _write_block(block: np.ndarray, target: _MrcDataTarget, region: tuple[slice, ...]) -> np.ndarray:
+    target.write(region, block.astype(target.dtype, copy=False))
+    return block_stats(block)
+
+
+def write_mrc(
+    array: da.Array,
+    path: str | os.PathLike,
+    *,
+    voxel_size: float | tuple[float, float, float],
+    origin: tuple[float, float, float] | None = None,
+    header: MrcHeader | None = None,
+    overwrite: bool = False,
+) -> Stats:
+    """Write a dask array to an MRC file block by block, on the current dask scheduler.
+
+    The file is written under a temporary name and moved into place when complete. Header
+    statistics (min, max, mean, rms) are accumulated per block, never over the whole volume at
+    once. ``header`` (from an input file) carries the original header fields and extended header
+    through; ``voxel_size`` and ``origin`` (z, y, x) override it. Returns the data statistics.
+    """
+    path = Path(path)
+    dtype = np.dtype(array.dtype)
+    if dtype == np.float64:
+        dtype = np.dtype(np.float32)
+    try:
+        mode = mrcfile.utils.mode_from_dtype(dtype)
+    except ValueError:
+        raise TomocareError(f"{path}: cannot write dtype {dtype} to MRC") from None
+    if mode == 6 and dtype == np.uint8:
+        dtype = np.dtype(np.uint16)
+    vs = (voxel_size,) * 3 if np.isscalar(voxel_size) else tuple(voxel_size)
+    ext = header.extended_header if header is not None else b""
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with mrcfile.new_mmap(
+            tmp,
+            shape=array.shape,
+            mrc_mode=mode,
+            extended_header=np.frombuffer(ext, dtype="V1") if ext else None,
+            exttyp=header.exttyp.encode() if header is not None and header.exttyp else None,
+            overwrite=True,
+        ) as mrc:
+            if header is not None:
+                _carry_header_fields(mrc.header, header)
+            if header is None or tuple(header.voxel_size) != vs:
+                mrc.voxel_size = (vs[2], vs[1], vs[0])
+            org = origin if origin is not None else (header.origin if header is not None else None)
+            if org is not None:
+                mrc.header.origin = (org[2], org[1], org[0])
+            offset = mrc.header.nbytes + int(mrc.header.nsymbt)
+        target = _MrcDataTarget(str(tmp), tuple(array.shape), dtype.str, offset)
+        stats = write_blocks(array, _write_block, target)
+        _write_header_stats(tmp, stats)
+    return stats
+
+
+def _carry_header_fields(dst: np.recarray, src: MrcHeader) -> None:
+    original = np.frombuffer(base64.b64decode(src.header_b64), dtype=HEADER_DTYPE)
+    # The stored header may be big-endian; reinterpret by machine stamp as mrcfile does.
+    byte_order = mrcfile.utils.byte_order_from_machine_stamp(original["machst"][0])
+    original = original.view(HEADER_DTYPE.newbyteorder(byte_order))[0]
+    for name in HEADER_DTYPE.names:
+        if name not in _DATA_FIELDS:
+            dst[name] = original[name]
+
+
+def _write_header_stats(path: Path, stats: Stats) -> None:
+    hdr = np.memmap(path, dtype=HEADER_DTYPE, mode="r+", offset=0, shape=(1,))
+    try:
+        hdr["dmin"], hdr["dmax"], hdr["dmean"], hdr["rms"] = stats.min, stats.max, stats.mean, stats.std
+        hdr.flush()
+    finally:
+        del hdr
+
+
+def _f32(value) -> float:
+    """A float32 header value as the shortest decimal that round-trips (3.3, not 3.2999999523)."""
+    return float(str(np.float32(value)))
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

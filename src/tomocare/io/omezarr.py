@@ -1,0 +1,145 @@
+"""OME-Zarr 0.5 (zarr v3) images: chunk-aligned parallel writes, a multiscale pyramid, metadata.
+
+Layout of a tomocare store::
+
+    NAME.zarr/            group; attributes {"ome": {...multiscales...}, "tomocare": {...}}
+      0/  1/  2/          full resolution, 2x and 4x averaged (z, y, x)
+
+``tomocare`` attributes hold the statistics of level 0 (mean, std, min, max, non-finite count),
+the original MRC header (when converted from MRC) and provenance.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+
+from tomocare import __version__
+from tomocare.errors import TomocareError
+from tomocare.io.atomic import atomic_path
+from tomocare.io.blocks import write_blocks
+from tomocare.io.stats import Stats, block_stats
+
+COMPRESSIONS = ("blosc-zstd", "zstd", "none")
+AXES = ("z", "y", "x")
+
+
+def codecs_for(compression: str) -> list:
+    """Compressor list for zarr v3 from a short name."""
+    if compression == "blosc-zstd":
+        return [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
+    if compression == "zstd":
+        return [ZstdCodec(level=3)]
+    if compression == "none":
+        return []
+    raise TomocareError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
+
+
+def _write_chunk(block: np.ndarray, target: zarr.Array, region: tuple[slice, ...]) -> np.ndarray:
+    target[region] = block
+    return block_stats(block)
+
+
+def _store_level(array: da.Array, group: zarr.Group, name: str, chunks: tuple[int, ...], compression: str) -> Stats:
+    target = group.create_array(
+        name,
+        shape=array.shape,
+        chunks=chunks,
+        dtype=array.dtype,
+        compressors=codecs_for(compression),
+        fill_value=0,
+        dimension_names=AXES[-array.ndim :],
+    )
+    aligned = array.rechunk(chunks)  # one block per zarr chunk: parallel writes without locks
+    return write_blocks(aligned, _write_chunk, target)
+
+
+def multiscales_metadata(
+    voxel_size: tuple[float, ...], levels: int, name: str, ndim: int = 3
+) -> dict:
+    """OME-Zarr 0.5 ``multiscales`` entry: axes in Å, one scale (+ half-voxel shift) per level."""
+    axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in AXES[-ndim:]]
+    datasets = []
+    for level in range(levels):
+        factor = 2**level
+        transforms = [{"type": "scale", "scale": [float(v) * factor for v in voxel_size]}]
+        if level:
+            transforms.append({"type": "translation", "translation": [float(v) * (factor - 1) / 2 for v in voxel_size]})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
+
+
+def write_ome_zarr(
+    array: da.Array,
+    path: str | os.PathLike,
+    *,
+    voxel_size: tuple[float, float, float],
+    chunks: int | tuple[int, ...] = 128,
+    compression: str = "blosc-zstd",
+    levels: int = 3,
+    attrs: dict | None = None,
+    overwrite: bool = False,
+) -> Stats:
+    """Write a dask volume as an OME-Zarr image with a pyramid; return level-0 statistics.
+
+    Every level is written block by block on the current dask scheduler, each block aligned to
+    one zarr chunk. The store is assembled under a temporary name and moved into place at the end.
+    """
+    path = Path(path)
+    if isinstance(chunks, int):
+        chunks = (chunks,) * array.ndim
+    chunks = tuple(min(c, s) for c, s in zip(chunks, array.shape))
+    codecs_for(compression)  # fail early on a bad name
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        stats = _store_level(array, group, "0", chunks, compression)
+        n_levels = 1
+        for level in range(1, levels):
+            previous = da.from_zarr(group[str(level - 1)])
+            if min(previous.shape) < 4:
+                break
+            smaller = da.coarsen(np.mean, previous.astype(np.float32), {i: 2 for i in range(array.ndim)}, trim_excess=True)
+            _store_level(smaller, group, str(level), chunks, compression)
+            n_levels += 1
+        group.attrs.update(
+            {
+                "ome": multiscales_metadata(voxel_size, n_levels, path.stem, array.ndim),
+                "tomocare": {"version": __version__, "stats": stats.to_dict(), **(attrs or {})},
+            }
+        )
+    return stats
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "zarr.json").exists()
+
+
+def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
+    """Open level 0 of an OME-Zarr image read-only; return it with the group attributes."""
+    path = Path(path)
+    if not path.exists():
+        raise TomocareError(f"{path}: no such file or directory")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+        array = group["0"]
+    except Exception as err:  # zarr raises several types for a malformed store
+        raise TomocareError(f"{path}: not a readable OME-Zarr image ({' '.join(str(err).split())})") from None
+    if "ome" not in attrs:
+        raise TomocareError(f"{path}: zarr group has no OME-Zarr metadata ('ome' attribute)")
+    return array, attrs
+
+
+def voxel_size_from_attrs(attrs: dict) -> tuple[float, ...]:
+    """Level-0 voxel size (z, y, x) in Å from OME-Zarr multiscales metadata."""
+    datasets = attrs["ome"]["multiscales"][0]["datasets"]
+    for transform in datasets[0]["coordinateTransformations"]:
+        if transform["type"] == "scale":
+            return tuple(float(v) for v in transform["scale"])
+    raise TomocareError("OME-Zarr metadata has no scale transform for level 0")

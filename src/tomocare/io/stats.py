@@ -1,0 +1,62 @@
+"""Volume statistics computed out-of-core: one small row per block, merged exactly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+# A block's row: finite count, mean, sum of squared deviations (M2), min, max, non-finite count.
+N_FIELDS = 6
+
+
+def block_stats(block: np.ndarray) -> np.ndarray:
+    """Statistics of one block, skipping NaN and infinite voxels."""
+    values = np.asarray(block, dtype=np.float64).ravel()
+    finite = np.isfinite(values)
+    n_bad = values.size - int(finite.sum())
+    if n_bad:
+        values = values[finite]
+    if values.size == 0:
+        return np.array([0, 0.0, 0.0, np.inf, -np.inf, n_bad], dtype=np.float64)
+    mean = values.mean()
+    m2 = float(((values - mean) ** 2).sum())
+    return np.array([values.size, mean, m2, values.min(), values.max(), n_bad], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Mean, standard deviation, range and count of non-finite voxels of a volume."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    count: int
+    nonfinite: int
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray) -> Stats:
+        """Merge per-block rows (Chan et al.'s parallel variance), exact up to rounding."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, N_FIELDS)
+        n, means, m2 = rows[:, 0], rows[:, 1], rows[:, 2]
+        total = n.sum()
+        if total == 0:
+            return cls(float("nan"), float("nan"), float("nan"), float("nan"), 0, int(rows[:, 5].sum()))
+        mean = float((n * means).sum() / total)
+        m2_total = float(m2.sum() + (n * (means - mean) ** 2).sum())
+        return cls(
+            mean=mean,
+            std=float(np.sqrt(m2_total / total)),
+            min=float(rows[:, 3].min()),
+            max=float(rows[:, 4].max()),
+            count=int(total),
+            nonfinite=int(rows[:, 5].sum()),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Stats:
+        return cls(**{k: d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")})

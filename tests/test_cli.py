@@ -1,0 +1,64 @@
+"""The command line: help everywhere, one-line errors with exit code 2, outputs only when complete."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+
+from helpers import write_test_mrc
+from tomocare.cli import app, main
+
+COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "Usage" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "tomocare.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("tomocare ")
+
+
+def test_convert_export_info(tmp_path, client, capsys):
+    data = np.arange(20 * 24 * 28, dtype=np.float32).reshape(20, 24, 28)
+    src = write_test_mrc(tmp_path / "t.mrc", data)
+    assert main(["convert", str(src), str(tmp_path / "t.zarr"), "--chunks", "16"]) == 0
+    assert main(["export", str(tmp_path / "t.zarr"), str(tmp_path / "back.mrc")]) == 0
+    with mrcfile.open(tmp_path / "back.mrc") as m:
+        assert np.array_equal(m.data, data)
+    assert main(["info", str(tmp_path / "t.zarr")]) == 0
+    assert "shape (20, 24, 28)" in capsys.readouterr().out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["convert", "{tmp}/missing.mrc", "{tmp}/o.zarr"], "missing.mrc: no such file"),
+        (["convert", "{tmp}/trunc.mrc", "{tmp}/o.zarr"], "trunc.mrc: truncated MRC file"),
+        (["convert", "{tmp}/good.mrc", "{tmp}/exists.zarr"], "exists.zarr: output exists"),
+        (["export", "{tmp}/good.mrc", "{tmp}/exists.zarr"], "exists.zarr: output exists"),
+        (["convert", "{tmp}/good.mrc", "{tmp}/o.zarr", "--compression", "lzma"], "unknown compression"),
+        (["info", "{tmp}/notadir"], "notadir: no such file"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, capsys, args, expected):
+    good = write_test_mrc(tmp_path / "good.mrc", np.zeros((8, 8, 8), np.float32))
+    (tmp_path / "trunc.mrc").write_bytes(good.read_bytes()[:1100])
+    (tmp_path / "exists.zarr").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    assert expected in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
