@@ -110,6 +110,52 @@ def export(
 
 
 @app.command()
+def predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory written by 'tomocare train'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output OME-Zarr image (NAME.zarr).")],
+    even: Annotated[Optional[Path], typer.Option(help="Even half tomogram (MRC or zarr).")] = None,
+    odd: Annotated[Optional[Path], typer.Option(help="Odd half tomogram; predictions of both halves are averaged.")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="A single tomogram instead of --even/--odd.")] = None,
+    mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
+    block: Annotated[Optional[int], typer.Option(help="Output block edge per task (a multiple of --chunks; default --chunks).")] = None,
+    chunks: Annotated[int, typer.Option(help="Output chunk edge in voxels.")] = 128,
+    dtype: Annotated[str, typer.Option(help="Output dtype: float32 or float16.")] = "float32",
+    precision: Annotated[str, typer.Option(help="Network arithmetic on GPUs: fp32, bf16 or fp16 (CPU always fp32).")] = "fp32",
+    strict: Annotated[bool, typer.Option(help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
+    from tomocare.io.atomic import check_output
+    from tomocare.io.convert import export_mrc
+    from tomocare.predict.engine import predict as run_prediction
+    from tomocare.predict.engine import setup_prediction
+
+    if input is not None and (even or odd):
+        raise TomocareError("give either --input or --even and --odd, not both")
+    inputs = [input] if input is not None else [p for p in (even, odd) if p is not None]
+    if input is None and len(inputs) != 2:
+        raise TomocareError("give --even and --odd (or --input for a single volume)")
+    setup = setup_prediction(model, inputs, out, block=block, chunks=chunks, dtype=dtype, strict=strict)
+    if dry_run:
+        typer.echo(json.dumps(setup.describe(), indent=2))
+        return
+    if out.exists() and not overwrite:
+        raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
+    if mrc is not None:
+        check_output(mrc, overwrite=overwrite)
+    with _client(scheduler, workers) as client:
+        if client.dashboard_link:
+            typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
+        stats = run_prediction(setup, client, overwrite=overwrite, precision=precision, progress=sys.stderr.isatty())
+        if mrc is not None:
+            export_mrc(out, mrc, overwrite=overwrite)
+    typer.echo(f"{out}: {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
+
+
+@app.command()
 def info(
     paths: Annotated[list[Path], typer.Argument(help="MRC files, OME-Zarr images or dataset directories.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -45,18 +45,48 @@ def _write_chunk(block: np.ndarray, target: zarr.Array, region: tuple[slice, ...
     return block_stats(block)
 
 
-def _store_level(array: da.Array, group: zarr.Group, name: str, chunks: tuple[int, ...], compression: str) -> Stats:
-    target = group.create_array(
+def create_level(group: zarr.Group, name: str, shape, chunks, dtype, compression: str) -> zarr.Array:
+    """An empty level array of an OME-Zarr group."""
+    return group.create_array(
         name,
-        shape=array.shape,
+        shape=shape,
         chunks=chunks,
-        dtype=array.dtype,
+        dtype=dtype,
         compressors=codecs_for(compression),
         fill_value=0,
-        dimension_names=AXES[-array.ndim :],
+        dimension_names=AXES[-len(shape) :],
     )
+
+
+def _store_level(array: da.Array, group: zarr.Group, name: str, chunks: tuple[int, ...], compression: str) -> Stats:
+    target = create_level(group, name, array.shape, chunks, array.dtype, compression)
     aligned = array.rechunk(chunks)  # one block per zarr chunk: parallel writes without locks
     return write_blocks(aligned, _write_chunk, target)
+
+
+def write_pyramid(group: zarr.Group, levels: int, compression: str) -> int:
+    """Levels 1.. of the pyramid, each the 2×2×2 mean of the previous; return the level count."""
+    n_levels = 1
+    for level in range(1, levels):
+        previous = da.from_zarr(group[str(level - 1)])
+        if min(previous.shape) < 4:
+            break
+        smaller = da.coarsen(np.mean, previous.astype(np.float32), {i: 2 for i in range(previous.ndim)}, trim_excess=True)
+        _store_level(smaller, group, str(level), group["0"].chunks, compression)
+        n_levels += 1
+    return n_levels
+
+
+def write_image_metadata(
+    group: zarr.Group, path: Path, voxel_size: tuple[float, ...], n_levels: int, stats: Stats, attrs: dict | None
+) -> None:
+    """OME-Zarr multiscales plus tomocare's own attributes (statistics, provenance)."""
+    group.attrs.update(
+        {
+            "ome": multiscales_metadata(voxel_size, n_levels, path.stem, group["0"].ndim),
+            "tomocare": {"version": __version__, "stats": stats.to_dict(), **(attrs or {})},
+        }
+    )
 
 
 def multiscales_metadata(
@@ -98,20 +128,8 @@ def write_ome_zarr(
     with atomic_path(path, overwrite=overwrite) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         stats = _store_level(array, group, "0", chunks, compression)
-        n_levels = 1
-        for level in range(1, levels):
-            previous = da.from_zarr(group[str(level - 1)])
-            if min(previous.shape) < 4:
-                break
-            smaller = da.coarsen(np.mean, previous.astype(np.float32), {i: 2 for i in range(array.ndim)}, trim_excess=True)
-            _store_level(smaller, group, str(level), chunks, compression)
-            n_levels += 1
-        group.attrs.update(
-            {
-                "ome": multiscales_metadata(voxel_size, n_levels, path.stem, array.ndim),
-                "tomocare": {"version": __version__, "stats": stats.to_dict(), **(attrs or {})},
-            }
-        )
+        n_levels = write_pyramid(group, levels, compression)
+        write_image_metadata(group, path, voxel_size, n_levels, stats, attrs)
     return stats
 
 

@@ -1,0 +1,291 @@
+"""Distributed, resumable, seamless prediction: one dask task per output block.
+
+A task reads its block plus halo straight from the input store(s), runs the network on the even
+and odd tiles in one batch, averages them, and writes only the block's core into its own chunks
+of the output — no neighbour exchange, no locks. A task that runs twice writes the same bytes, so
+a lost worker or a resumed run is safe. The client records each block once its task returned
+(its data is written by then); a rerun skips recorded blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+from distributed import Client, as_completed, get_worker
+
+from tomocare.errors import TomocareError
+from tomocare.io.atomic import commit, remove, temporary_sibling
+from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
+from tomocare.io.stats import Stats, block_stats
+from tomocare.io.volume import Volume, open_volume
+from tomocare.predict.plan import BlockPlan, round_up
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "tomocare_run.json"
+DONE_FILE = "tomocare_done.txt"
+_MODELS: dict[tuple[str, float, str], tuple] = {}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cached_model(model_dir: str):
+    """The model of ``model_dir``, loaded once per process (worker) and reused by its tasks."""
+    from tomocare.train.model_file import load_model
+
+    device = _device()
+    key = (model_dir, os.path.getmtime(Path(model_dir) / "model.json"), device)
+    if key not in _MODELS:
+        import torch
+
+        try:
+            torch.set_num_threads(max(1, get_worker().state.nthreads))
+        except ValueError:  # not on a dask worker
+            pass
+        _MODELS.clear()
+        _MODELS[key] = load_model(model_dir, device=device)
+    return _MODELS[key]
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """Everything a block task needs; small and picklable (arrays are lazy handles)."""
+
+    model_dir: str
+    sources: tuple  # lazy array-likes: (even, odd) or (single,)
+    target: zarr.Array
+    plan: BlockPlan
+    precision: str = "fp32"
+
+
+def predict_block(job: PredictJob, index: tuple[int, ...]) -> np.ndarray:
+    """Compute and write one output block; return its statistics row."""
+    from tomocare.predict.tiles import compute_block
+
+    net, info = cached_model(job.model_dir)
+    block = job.plan.block_at(index)
+    core = compute_block(net, job.sources, block, mean=info.mean, std=info.std, precision=job.precision)
+    job.target[block.core] = core.astype(job.target.dtype, copy=False)
+    return block_stats(core)
+
+
+@dataclass
+class PredictionSetup:
+    """The checked inputs of a prediction and its plan; ``describe()`` is the dry run."""
+
+    model_dir: Path
+    inputs: list[Volume]
+    out: Path
+    plan: BlockPlan
+    chunks: tuple[int, ...]
+    dtype: str
+    info: object = field(repr=False)
+
+    def fingerprint(self) -> str:
+        model = (self.model_dir / "model.json").read_text()  # names the weights' checksum
+        blob = json.dumps(
+            [model, [str(v.path.resolve()) for v in self.inputs],
+             self.plan.describe(), list(self.chunks), self.dtype],
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        tile = self.plan.tile_shape(self.plan.block)
+        n_inputs = len(self.inputs)
+        channels = self.info.config.get("base_channels", 16)
+        # Rough peak of one task: input tiles, and ~4 full-resolution feature maps per input tile.
+        mem = int(np.prod(tile)) * 4 * n_inputs * (2 + 4 * channels)
+        return {
+            **self.plan.describe(),
+            "inputs": [str(v.path) for v in self.inputs],
+            "output": str(self.out),
+            "output_chunks": list(self.chunks),
+            "dtype": self.dtype,
+            "estimated_memory_per_task_mib": round(mem / 2**20),
+        }
+
+
+def setup_prediction(
+    model_dir: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    block: int | None = None,
+    chunks: int = 128,
+    dtype: str = "float32",
+    strict: bool = False,
+) -> PredictionSetup:
+    """Open and check the model and inputs; build the block plan. Reads no voxel data."""
+    from tomocare.train.model_file import load_model
+
+    model_dir, out = Path(model_dir), Path(out)
+    _, info = load_model(model_dir)
+    if dtype not in ("float32", "float16"):
+        raise TomocareError(f"output dtype {dtype!r} not supported (float32 or float16)")
+    if not 1 <= len(inputs) <= 2:
+        raise TomocareError("predict takes an even and an odd half, or one volume")
+    volumes = [open_volume(p) for p in inputs]
+    if len(volumes) == 2:
+        even, odd = volumes
+        if even.shape != odd.shape:
+            raise TomocareError(f"{odd.path}: shape {odd.shape} differs from {even.path} {even.shape}")
+        if not np.allclose(even.voxel_size, odd.voxel_size, rtol=1e-3):
+            raise TomocareError(f"{odd.path}: voxel size {odd.voxel_size} differs from {even.path} {even.voxel_size}")
+    if info.voxel_size:
+        ratio = volumes[0].voxel_size[-1] / info.voxel_size
+        if abs(ratio - 1) > 0.1:
+            message = (
+                f"{volumes[0].path}: voxel size {volumes[0].voxel_size[-1]:g} Å differs from the model's training "
+                f"data ({info.voxel_size:g} Å) by {abs(ratio - 1):.0%}"
+            )
+            if strict:
+                raise TomocareError(message)
+            warnings.warn(message, stacklevel=2)
+    factor = info.downsampling_factor
+    shape = volumes[0].shape
+    chunk_shape = tuple(min(chunks, s) for s in shape)
+    block_edge = block or chunks
+    if block_edge % chunks and block_edge < max(shape):
+        raise TomocareError(f"block {block_edge} must be a multiple of the output chunks ({chunks})")
+    block_shape = tuple(min(block_edge, round_up(s, factor)) for s in shape)
+    plan = BlockPlan(shape, block_shape, (info.halo,) * len(shape), factor)
+    return PredictionSetup(model_dir, volumes, out, plan, chunk_shape, dtype, info)
+
+
+def predict(
+    setup: PredictionSetup,
+    client: Client,
+    *,
+    overwrite: bool = False,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> Stats:
+    """Run the plan on the cluster of ``client``; resume a matching interrupted run."""
+    out = setup.out
+    if out.exists() and not overwrite:
+        raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
+    tmp = temporary_sibling(out)
+    fingerprint = setup.fingerprint()
+    done = _resume_state(tmp, fingerprint)
+    if done is None:
+        remove(tmp)
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        create_level(group, "0", setup.plan.shape, setup.chunks, setup.dtype, "blosc-zstd")
+        (tmp / RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint, **setup.describe()}, indent=2))
+        done = {}
+    target = zarr.open_array(str(tmp / "0"), mode="r+")
+    job = PredictJob(str(setup.model_dir.resolve()), tuple(v.array for v in setup.inputs), target, setup.plan, precision)
+    rows = _run_blocks(job, client, done, tmp / DONE_FILE, progress)
+    stats = Stats.from_rows(np.stack(list(rows.values())))
+
+    group = zarr.open_group(str(tmp), mode="r+")
+    n_levels = write_pyramid(group, 3, "blosc-zstd")
+    first = setup.inputs[0]
+    attrs = {
+        "model": str(setup.model_dir),
+        "inputs": [str(v.path) for v in setup.inputs],
+        "plan": setup.plan.describe(),
+    }
+    if first.mrc_header is not None:
+        attrs["mrc_header"] = first.mrc_header.to_dict()
+    write_image_metadata(group, out, first.voxel_size, n_levels, stats, attrs)
+    for name in (RUN_FILE, DONE_FILE):
+        (tmp / name).unlink(missing_ok=True)
+    commit(tmp, out)
+    return stats
+
+
+def _resume_state(tmp: Path, fingerprint: str) -> dict | None:
+    """Finished blocks of an interrupted run with the same fingerprint, else None."""
+    run = tmp / RUN_FILE
+    if not run.exists():
+        return None
+    try:
+        if json.loads(run.read_text())["fingerprint"] != fingerprint:
+            log.warning("%s: an interrupted run with other settings; starting again", tmp)
+            return None
+    except (ValueError, KeyError):
+        return None
+    done = {}
+    done_file = tmp / DONE_FILE
+    if done_file.exists():
+        for line in done_file.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:  # a torn last line is simply recomputed
+                index = tuple(int(i) for i in parts[0].split(","))
+                done[index] = np.array([float(v) for v in parts[1].split(",")])
+    log.info("resuming: %d blocks already done", len(done))
+    return done
+
+
+def _run_blocks(job: PredictJob, client: Client, done: dict, done_file: Path, progress: bool) -> dict:
+    """Submit blocks in waves (bounded in flight), record each as it completes."""
+    todo = [b.index for b in job.plan.blocks() if b.index not in done]
+    threads = sum(client.nthreads().values()) or 1
+    in_flight = max(4, 3 * threads)
+    bar = _progress(job.plan.n_blocks, len(done), progress)
+    results = dict(done)
+    with done_file.open("a") as log_file:
+        pending = iter(todo)
+        futures = as_completed()
+        for index in _take(pending, in_flight):
+            futures.add(_submit(client, job, index))
+        for future in futures:
+            index, row = future.result()
+            results[index] = row
+            log_file.write(",".join(map(str, index)) + " " + ",".join(repr(float(v)) for v in row) + "\n")
+            log_file.flush()
+            bar(1)
+            for nxt in _take(pending, 1):
+                futures.add(_submit(client, job, nxt))
+            future.release()
+    bar(0, close=True)
+    return results
+
+
+def _indexed_block(job: PredictJob, index: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    return index, predict_block(job, index)
+
+
+def _submit(client: Client, job: PredictJob, index: tuple[int, ...]):
+    return client.submit(_indexed_block, job, index, pure=False, retries=2, key=f"predict-block-{'-'.join(map(str, index))}-{os.urandom(4).hex()}")
+
+
+def _take(iterator, n: int) -> list:
+    out = []
+    for item in iterator:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out
+
+
+def _progress(total: int, start: int, enabled: bool):
+    """A rich progress bar over blocks, or a no-op."""
+    if not enabled:
+        return lambda n, close=False: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    task = bar.add_task("blocks", total=total, completed=start)
+    bar.start()
+
+    def advance(n: int, close: bool = False) -> None:
+        bar.advance(task, n)
+        if close:
+            bar.stop()
+
+    return advance

@@ -1,0 +1,115 @@
+"""The block plan: which output block each task computes, and which input region it reads.
+
+Output blocks tile the volume on a grid of ``block`` voxels (a multiple of the output chunks and
+of the network's down-sampling factor). Each task reads its block plus ``halo`` voxels on every
+side (reflect-padded outside the volume) and pads the tile to a multiple of the factor, so every
+tile starts on the network's pooling grid and the core of its output is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from tomocare.errors import TomocareError
+
+Shape = tuple[int, ...]
+
+
+def round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+@dataclass(frozen=True)
+class Block:
+    """One task: its grid index, the output core, and the tile read around it."""
+
+    index: tuple[int, ...]
+    core: tuple[slice, ...]  # output region, in volume coordinates
+    read: tuple[slice, ...]  # input region actually in the volume
+    pad: tuple[tuple[int, int], ...]  # reflect padding before/after ``read`` to make the tile
+    offset: tuple[int, ...]  # position of the core inside the tile
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    shape: Shape
+    block: Shape
+    halo: Shape
+    factor: int
+
+    def __post_init__(self) -> None:
+        for name, values in (("block", self.block), ("halo", self.halo)):
+            bad = [v for v in values if v % self.factor or v < 0]
+            if bad:
+                raise TomocareError(
+                    f"{name} {values} is not a multiple of the network's down-sampling factor {self.factor}; "
+                    f"nearest valid sizes: {nearest_valid(bad[0], self.factor)}"
+                )
+        if any(b < 1 for b in self.block):
+            raise TomocareError(f"block {self.block} must be positive")
+
+    @property
+    def grid(self) -> Shape:
+        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
+
+    @property
+    def n_blocks(self) -> int:
+        return int(np.prod(self.grid))
+
+    def tile_shape(self, core: Shape) -> Shape:
+        return tuple(round_up(c, self.factor) + 2 * h for c, h in zip(core, self.halo))
+
+    def blocks(self) -> Iterator[Block]:
+        for index in np.ndindex(*self.grid):
+            yield self.block_at(tuple(int(i) for i in index))
+
+    def block_at(self, index: tuple[int, ...]) -> Block:
+        core, read, pad, offset = [], [], [], []
+        for i, size, b, h in zip(index, self.shape, self.block, self.halo):
+            start, stop = i * b, min((i + 1) * b, size)
+            tile_start = start - h
+            tile_stop = start + round_up(stop - start, self.factor) + h
+            lo, hi = max(tile_start, 0), min(tile_stop, size)
+            core.append(slice(start, stop))
+            read.append(slice(lo, hi))
+            pad.append((lo - tile_start, tile_stop - hi))
+            offset.append(h)
+        return Block(index, tuple(core), tuple(read), tuple(pad), tuple(offset))
+
+    def computed_ratio(self) -> float:
+        """Voxels the network computes per output voxel (halo and padding overhead)."""
+        computed = 0
+        for index in np.ndindex(*self.grid):
+            blk = self.block_at(tuple(index))
+            computed += int(np.prod(self.tile_shape(tuple(s.stop - s.start for s in blk.core))))
+        return computed / int(np.prod(self.shape))
+
+    def describe(self) -> dict:
+        tile = self.tile_shape(self.block)
+        return {
+            "shape": list(self.shape),
+            "block": list(self.block),
+            "halo": list(self.halo),
+            "tile": list(tile),
+            "blocks": self.n_blocks,
+            "grid": list(self.grid),
+            "computed_to_output_ratio": round(self.computed_ratio(), 3),
+        }
+
+
+def nearest_valid(size: int, factor: int) -> str:
+    below = max(factor, (size // factor) * factor)
+    above = round_up(max(size, 1), factor)
+    return f"{below}" if below == above else f"{below} or {above}"
+
+
+def reflect_pad(tile: np.ndarray, pad: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Reflect-pad a tile read from the volume; a 1-voxel axis is edge-padded (nothing to reflect)."""
+    if not any(p for pair in pad for p in pair):
+        return tile
+    mode = "reflect" if min(tile.shape) > 1 else "edge"
+    return np.pad(tile, pad, mode=mode)

@@ -1,0 +1,153 @@
+"""Distributed prediction: equals whole-volume inference, resumes, survives a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from distributed import Client, LocalCluster
+
+from helpers import write_test_mrc
+from tomocare import TomocareError
+from tomocare.cli import main
+from tomocare.io.volume import open_volume
+from tomocare.nn.unet import UNet
+from tomocare.predict.engine import DONE_FILE, predict, setup_prediction
+from tomocare.predict.tiles import predict_whole
+from tomocare.train.model_file import load_model, save_model
+
+SHAPE = (40, 72, 80)
+
+
+def _model(path, depth):
+    torch.manual_seed(3)
+    net = UNet(ndim=3, depth=depth, base_channels=4)
+    save_model(path, net, mean=0.5, std=2.0, voxel_size=10.0, patch_size=32, trained_on=["test"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return _model(tmp_path_factory.mktemp("model") / "model", depth=2)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """Depth 1 (halo 10): many small blocks stay cheap for the resume and fault tests."""
+    return _model(tmp_path_factory.mktemp("model") / "small", depth=1)
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory):
+    d = tmp_path_factory.mktemp("halves")
+    rng = np.random.default_rng(0)
+    signal_ = rng.normal(size=SHAPE).astype(np.float32)
+    even = write_test_mrc(d / "t_even.mrc", signal_ + rng.normal(size=SHAPE).astype(np.float32), voxel_size=(10.0,) * 3)
+    odd = write_test_mrc(d / "t_odd.mrc", signal_ + rng.normal(size=SHAPE).astype(np.float32), voxel_size=(10.0,) * 3)
+    return even, odd
+
+
+def _reference(model_dir, even, odd):
+    net, info = load_model(model_dir)
+    vols = [np.asarray(open_volume(p).array[...]) for p in (even, odd)]
+    preds = [predict_whole(net, v, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std) for v in vols]
+    return (preds[0] + preds[1]) / 2
+
+
+def test_distributed_prediction_equals_whole_volume(tmp_path, client, model_dir, halves):
+    setup = setup_prediction(model_dir, list(halves), tmp_path / "out.zarr", chunks=32)
+    assert setup.plan.n_blocks == 2 * 3 * 3
+    stats = predict(setup, client)
+    out = np.asarray(zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][:])
+    ref = _reference(model_dir, *halves)
+    assert np.abs(out - ref).max() <= 1e-5
+    assert stats.mean == pytest.approx(float(ref.astype(np.float64).mean()), rel=1e-5)
+    vol = open_volume(tmp_path / "out.zarr")
+    assert vol.voxel_size == (10.0, 10.0, 10.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
+def test_cli_predict_dry_run_and_bad_block(tmp_path, model_dir, halves, capsys):
+    even, odd = halves
+    args = ["predict", "--model", str(model_dir), "--even", str(even), "--odd", str(odd), "--out", str(tmp_path / "o.zarr")]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"computed_to_output_ratio"' in out and '"blocks": 1' in out
+    assert main([*args, "--chunks", "30"]) == 2
+    assert "nearest valid sizes: 28 or 32" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_mismatched_halves_refused(tmp_path, model_dir, halves):
+    small = write_test_mrc(tmp_path / "small.mrc", np.zeros((8, 8, 8), np.float32), voxel_size=(10.0,) * 3)
+    with pytest.raises(TomocareError, match="shape .* differs"):
+        setup_prediction(model_dir, [halves[0], small], tmp_path / "o.zarr")
+
+
+def test_voxel_size_mismatch_warns_or_errors(tmp_path, model_dir):
+    vol = write_test_mrc(tmp_path / "v.mrc", np.zeros((8, 8, 8), np.float32), voxel_size=(13.0,) * 3)
+    with pytest.warns(UserWarning, match=r"differs from the model.s training data \(10 Å\) by 30%"):
+        setup_prediction(model_dir, [vol], tmp_path / "o.zarr")
+    with pytest.raises(TomocareError, match="30%"):
+        setup_prediction(model_dir, [vol], tmp_path / "o.zarr", strict=True)
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, small_model, halves, client):
+    model_dir = small_model
+    even, odd = halves
+    out = tmp_path / "r.zarr"
+    cmd = [sys.executable, "-m", "tomocare.cli", "predict", "--model", str(model_dir), "--even", str(even),
+           "--odd", str(odd), "--out", str(out), "--chunks", "8", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    done = tmp_path / f".{out.name}.partial" / DONE_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline and (not done.exists() or len(done.read_text().splitlines()) < 30):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = len(done.read_text().splitlines())
+    assert 30 <= finished_before < 5 * 9 * 10, finished_before
+    assert not out.exists()
+
+    setup = setup_prediction(model_dir, [even, odd], out, chunks=8)
+    calls = []
+    from tomocare.predict import engine
+
+    original = engine._submit
+    engine._submit = lambda c, job, index: calls.append(index) or original(c, job, index)
+    try:
+        predict(setup, client)
+    finally:
+        engine._submit = original
+    assert len(calls) == setup.plan.n_blocks - finished_before
+    result = np.asarray(zarr.open_group(str(out), mode="r")["0"][:])
+    assert np.abs(result - _reference(model_dir, even, odd)).max() <= 1e-5
+
+
+def test_killed_worker_does_not_stop_the_run(tmp_path, small_model, halves):
+    model_dir = small_model
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, Client(cluster) as c:
+        setup = setup_prediction(model_dir, list(halves), tmp_path / "k.zarr", chunks=8)
+        done = tmp_path / ".k.zarr.partial" / DONE_FILE
+        pids = list(c.run(os.getpid).values())
+
+        def kill_one():
+            while not done.exists() or len(done.read_text().splitlines()) < 10:
+                time.sleep(0.05)
+            os.kill(pids[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one, daemon=True)
+        killer.start()
+        predict(setup, c)
+        killer.join(timeout=5)
+        assert pids[0] not in c.run(os.getpid).values()  # the worker really died (and was replaced)
+    result = np.asarray(zarr.open_group(str(tmp_path / "k.zarr"), mode="r")["0"][:])
+    assert np.abs(result - _reference(model_dir, *halves)).max() <= 1e-5

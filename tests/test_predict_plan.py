@@ -1,0 +1,67 @@
+"""Block plan arithmetic and seamless tiling (property tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tomocare import TomocareError
+from tomocare.nn.unet import UNet
+from tomocare.predict.plan import BlockPlan
+from tomocare.predict.tiles import compute_block, predict_whole
+
+torch.manual_seed(0)
+NETS = {depth: UNet(ndim=3, depth=depth, base_channels=4).eval() for depth in (1, 2)}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 40)] * 3),
+    block=st.tuples(*[st.integers(2, 6)] * 3),
+    halo=st.integers(0, 4),
+    factor=st.sampled_from([1, 2, 4, 8]),
+)
+def test_blocks_cover_volume_exactly_once(shape, block, halo, factor):
+    plan = BlockPlan(shape, tuple(b * factor for b in block), (halo * factor,) * 3, factor)
+    covered = np.zeros(shape, np.int32)
+    for blk in plan.blocks():
+        covered[blk.core] += 1
+        tile = plan.tile_shape(tuple(s.stop - s.start for s in blk.core))
+        assert all(t % factor == 0 for t in tile)  # every tile is on the pooling grid
+        for s, r, p, t in zip(blk.core, blk.read, blk.pad, tile):
+            assert s.start % factor == 0
+            assert (r.stop - r.start) + p[0] + p[1] == t
+            assert 0 <= r.start <= s.start and s.stop <= r.stop
+    assert (covered == 1).all()
+    assert plan.computed_ratio() >= 1
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    shape=st.tuples(st.integers(8, 32), st.integers(8, 32), st.integers(8, 32)),
+    block_mult=st.tuples(*[st.integers(1, 4)] * 3),
+    depth=st.sampled_from([1, 2]),
+)
+def test_tiled_equals_whole_volume(shape, block_mult, depth):
+    net = NETS[depth]
+    factor, halo = net.downsampling_factor, net.halo
+    volume = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
+    whole = predict_whole(net, volume, halo=halo, factor=factor, mean=0.1, std=2.0)
+    plan = BlockPlan(shape, tuple(m * factor * 2 for m in block_mult), (halo,) * 3, factor)
+    tiled = np.zeros(shape, np.float32)
+    for blk in plan.blocks():
+        tiled[blk.core] = compute_block(net, (volume,), blk, mean=0.1, std=2.0)
+    assert np.abs(tiled - whole).max() <= 1e-5
+
+
+def test_invalid_block_names_nearest_sizes():
+    with pytest.raises(TomocareError, match="nearest valid sizes: 96 or 100"):
+        BlockPlan((200, 200, 200), (98, 96, 96), (8, 8, 8), 4)
+
+
+def test_default_ratio_reported():
+    plan = BlockPlan((256, 1024, 1024), (128, 128, 128), (24, 24, 24), 4)
+    assert plan.describe()["computed_to_output_ratio"] == pytest.approx((176 / 128) ** 3, rel=1e-3)
