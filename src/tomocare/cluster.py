@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def gpu_count() -> int:
-    """Number of CUDA devices visible to this process (0 without torch CUDA)."""
-    try:
-        import torch
+    """Number of CUDA devices visible to this process.
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except ImportError:  # pragma: no cover - torch is a dependency
+    Asks the driver through torch only when an NVIDIA driver is installed, so CPU machines do not
+    pay for importing torch in the client process.
+    """
+    if not Path("/proc/driver/nvidia").exists() and not shutil.which("nvidia-smi"):
         return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory_limit: str):

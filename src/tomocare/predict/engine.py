@@ -54,8 +54,11 @@ def cached_model(model_dir: str):
             torch.set_num_threads(max(1, get_worker().state.nthreads))
         except ValueError:  # not on a dask worker
             pass
+        from tomocare.predict.tiles import prepare
+
         _MODELS.clear()
-        _MODELS[key] = load_model(model_dir, device=device)
+        net, info = load_model(model_dir, device=device)
+        _MODELS[key] = prepare(net), info
     return _MODELS[key]
 
 

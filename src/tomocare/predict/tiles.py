@@ -17,6 +17,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def prepare(net: torch.nn.Module) -> torch.nn.Module:
+    """Put a network in the layout ``run_tiles`` feeds it (channels-last for 3-D), in eval mode."""
+    if getattr(net, "ndim", 3) == 3:
+        net = net.to(memory_format=torch.channels_last_3d)
+    return net.eval()
+
+
 @torch.inference_mode()
 def run_tiles(
     net: torch.nn.Module, tiles: np.ndarray, *, mean: float, std: float, precision: str = "fp32"
@@ -27,6 +34,8 @@ def run_tiles(
     if device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
     x = (x.unsqueeze(1) - mean) / std
+    if x.ndim == 5:  # oneDNN and cuDNN run 3-D convolutions faster channels-last (about 2x on CPU)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     with autocast(device, precision):
         y = net(x)
     y = y.float().squeeze(1) * std + mean
@@ -49,6 +58,7 @@ def predict_whole(
 
     Tiled prediction must equal this; it is used by tests and benchmarks, not by the engine.
     """
+    net = prepare(net)
     plan = BlockPlan(volume.shape, tuple(round_up(s, factor) for s in volume.shape), (halo,) * volume.ndim, factor)
     (block,) = list(plan.blocks())
     tile = reflect_pad(volume[block.read], block.pad)
