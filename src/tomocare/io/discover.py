@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from tomocare.errors import TomocareError
+from tomocare.io.volume import Volume, open_volume
 
 VOLUME_SUFFIXES = (".mrc", ".rec", ".map")
 _EVEN = re.compile(r"^(?P<stem>.+?)[_.-](?P<tag>even|evn)(?P<ext>\.\w+)$", re.I)  # NAME_even, AreTomo3 _EVN
@@ -22,6 +25,38 @@ class Pair:
     name: str
     even: Path
     odd: Path
+
+
+@dataclass(frozen=True)
+class VolumePair:
+    """An opened pair: both halves checked to agree in shape and voxel size."""
+
+    name: str
+    even: Volume
+    odd: Volume
+
+
+def open_pair(pair: Pair) -> VolumePair:
+    """Open both halves lazily; refuse halves of different shapes or voxel sizes."""
+    even, odd = open_volume(pair.even), open_volume(pair.odd)
+    if even.shape != odd.shape:
+        raise TomocareError(f"{pair.odd}: shape {odd.shape} differs from its even half {pair.even} {even.shape}")
+    if not np.allclose(even.voxel_size, odd.voxel_size, rtol=1e-3):
+        raise TomocareError(
+            f"{pair.odd}: voxel size {odd.voxel_size} differs from its even half {pair.even} {even.voxel_size}"
+        )
+    return VolumePair(pair.name, even, odd)
+
+
+def check_voxel_sizes(pairs: list[VolumePair], *, allow_mixed: bool = False) -> float:
+    """The common voxel size (x, Å) of a dataset; mixed sizes (>1% apart) are an error unless allowed."""
+    sizes = {p.name: p.even.voxel_size[-1] for p in pairs}
+    first = next(iter(sizes.values()))
+    odd_ones = {n: v for n, v in sizes.items() if abs(v / first - 1) > 0.01}
+    if odd_ones and not allow_mixed:
+        detail = ", ".join(f"{n}: {v:g} Å" for n, v in sorted(sizes.items()))
+        raise TomocareError(f"tomograms have different voxel sizes ({detail}); use --allow-mixed to proceed anyway")
+    return first
 
 
 @dataclass

@@ -54,6 +54,14 @@ class Stats:
             nonfinite=int(rows[:, 5].sum()),
         )
 
+    def to_row(self) -> np.ndarray:
+        """The block-statistics row this summary stands for, so summaries merge like blocks."""
+        return np.array([self.count, self.mean, self.std**2 * self.count, self.min, self.max, self.nonfinite])
+
+    @classmethod
+    def merge(cls, parts: list[Stats]) -> Stats:
+        return cls.from_rows(np.stack([p.to_row() for p in parts]))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

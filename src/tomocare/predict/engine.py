@@ -25,6 +25,7 @@ from tomocare.errors import TomocareError
 from tomocare.io.atomic import commit, remove, temporary_sibling
 from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
 from tomocare.io.stats import Stats, block_stats
+from tomocare.io.discover import Pair, open_pair
 from tomocare.io.volume import Volume, open_volume
 from tomocare.predict.plan import BlockPlan, round_up
 
@@ -140,13 +141,11 @@ def setup_prediction(
         raise TomocareError(f"output dtype {dtype!r} not supported (float32 or float16)")
     if not 1 <= len(inputs) <= 2:
         raise TomocareError("predict takes an even and an odd half, or one volume")
-    volumes = [open_volume(p) for p in inputs]
-    if len(volumes) == 2:
-        even, odd = volumes
-        if even.shape != odd.shape:
-            raise TomocareError(f"{odd.path}: shape {odd.shape} differs from {even.path} {even.shape}")
-        if not np.allclose(even.voxel_size, odd.voxel_size, rtol=1e-3):
-            raise TomocareError(f"{odd.path}: voxel size {odd.voxel_size} differs from {even.path} {even.voxel_size}")
+    if len(inputs) == 2:
+        pair = open_pair(Pair(Path(inputs[0]).stem, Path(inputs[0]), Path(inputs[1])))
+        volumes = [pair.even, pair.odd]
+    else:
+        volumes = [open_volume(inputs[0])]
     if info.voxel_size:
         ratio = volumes[0].voxel_size[-1] / info.voxel_size
         if abs(ratio - 1) > 0.1:

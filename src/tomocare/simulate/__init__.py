@@ -1,0 +1,29 @@
+"""Synthetic cryo-ET tomograms with ground truth, generated lazily (dask) and out-of-core.
+
+:func:`simulate_tomogram` returns lazy float32 ``clean``/``even``/``odd`` arrays (z, y, x) and
+the particle table; :func:`simulate_dataset` writes a few tomograms as MRC files plus CSVs.
+
+The model, in brief (details in the modules):
+
+- Phantom (:mod:`.objects`, :mod:`.render`): an ice slab normal to z with a faint
+  low-frequency background; vesicles (membrane shells, radius 150-600 Å), actin-like filaments
+  and a few hollow microtubule-like tubes (gently curved polylines), and particles of four
+  kinds (unions of gaussian lobes, radius 30-80 Å, random orientations). Sizes are in Å and
+  counts are densities per µm³ of ice, drawn once from the seed as small tables.
+- Missing wedge (:mod:`.fourier`): tilt axis y, beam z; frequencies whose (kx, kz) direction
+  is more than ``tilt_range`` from the kx axis are missing. ``clean`` is the phantom after it:
+  what a perfect Noise2Noise denoiser could reach.
+- Noise (:mod:`.noise`): per half, independent white noise coloured like a weighted
+  back-projection (power ∝ |k| in the measured region, none in the wedge, rolled off at
+  Nyquist). ``even = clean + noise_std * n_even`` and likewise ``odd``.
+- SNR = var(clean) / var(noise of one half), over the volume; ``noise_std`` follows from
+  the signal variance measured on up to 32 windows (exact for small volumes, estimated for
+  large ones: see :func:`.tomogram.estimate_signal_variance`).
+- Out-of-core: one independent task per block; filters are compact kernels, so blocks are
+  exact (no seams) and results do not depend on the chunking; same seed, same bytes.
+"""
+
+from tomocare.simulate.dataset import simulate_dataset
+from tomocare.simulate.tomogram import SimulatedTomogram, simulate_tomogram
+
+__all__ = ["SimulatedTomogram", "simulate_dataset", "simulate_tomogram"]
