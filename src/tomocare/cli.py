@@ -31,6 +31,10 @@ Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker proces
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
 
 
+# Short-budget settings for the demo (CPU, minutes): smaller patches and batches than real runs.
+DEMO_TRAINING = {"patch_size": 48, "batch_size": 8, "n_patches": 600, "steps_per_epoch": 50, "lr": 1e-3}
+
+
 def _client(scheduler: str | None, workers: int | None):
     from tomocare.cluster import dask_client
 
@@ -109,6 +113,71 @@ def export(
     typer.echo(f"{source} -> {out} (mean {stats.mean:.4g}, std {stats.std:.4g})")
 
 
+def _pairs(dataset: Path | None, even: list[Path], odd: list[Path]):
+    """Pairs from a dataset directory or from matching --even/--odd lists, opened and checked."""
+    from tomocare.io.discover import Pair, discover_pairs, open_pair
+
+    if dataset is not None and (even or odd):
+        raise TomocareError("give a dataset directory or --even/--odd, not both")
+    if dataset is not None:
+        found = discover_pairs(dataset)
+        if found.unmatched:
+            warnings.warn(f"{dataset}: {found.describe_unmatched()}", stacklevel=1)
+        pairs = found.pairs
+    else:
+        if not even or len(even) != len(odd):
+            raise TomocareError(f"give as many --even as --odd halves (got {len(even)} and {len(odd)})")
+        pairs = [Pair(e.stem, e, o) for e, o in zip(even, odd)]
+    return [open_pair(p) for p in pairs]
+
+
+@app.command()
+def train(
+    dataset: Annotated[Optional[Path], typer.Argument(help="Dataset directory with even/odd pairs (or use --even/--odd).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("model"),
+    even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
+    odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="JSON file of training settings (see 'tomocare train --help').")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(help="Patch edge in voxels [64].")] = None,
+    n_patches: Annotated[Optional[int], typer.Option(help="Training patches per tomogram [1200].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Patches per step [16].")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="U-Net depth [2].")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Channels of the first U-Net level [16].")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Training steps at most [20000].")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed [0].")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Train a Noise2Noise 3-D U-Net on even/odd half tomograms; patches are read by dask workers."""
+    from tomocare.io.discover import check_voxel_sizes
+    from tomocare.io.stats import Stats
+    from tomocare.train.config import TrainConfig
+    from tomocare.train.loop import train as run_training
+
+    settings = json.loads(config.read_text()) if config is not None else {}
+    overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
+                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = TrainConfig(progress=sys.stderr.isatty(), **settings)
+    except ValueError as err:
+        raise TomocareError(f"training settings: {' '.join(str(err).split())}") from None
+    pairs = _pairs(dataset, even or [], odd or [])
+    voxel_size = check_voxel_sizes(pairs)
+    stored = [v.stats for p in pairs for v in (p.even, p.odd)]
+    norm = Stats.merge(stored) if all(s is not None for s in stored) else None
+    with _client(scheduler, workers) as client:
+        run_training(
+            [(p.even.array, p.odd.array) for p in pairs], out, config=cfg, client=client,
+            mean=norm.mean if norm else None, std=norm.std if norm else None, voxel_size=voxel_size,
+            names=[p.name for p in pairs], resume=resume, overwrite=overwrite,
+        )
+    typer.echo(f"model written to {out}")
+
+
 @app.command()
 def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model directory written by 'tomocare train'.")],
@@ -153,6 +222,80 @@ def predict(
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)
     typer.echo(f"{out}: {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
+
+
+def _print_summary(rows: list[dict], out_dir: Path) -> int:
+    """Print one line per tomogram; return the number that failed."""
+    failed = 0
+    for r in rows:
+        if r.get("status") != "done":
+            failed += 1
+            typer.echo(f"  {r['name']}: FAILED: {r.get('error', '')}")
+            continue
+        parts = [f"  {r['name']}: {r['output']}"]
+        if r.get("fsc143_raw_A") or r.get("fsc143_denoised_A"):
+            fmt = lambda v: f"{v:.1f} Å" if v else "Nyquist"  # noqa: E731
+            parts.append(f"FSC 0.143 {fmt(r.get('fsc143_raw_A'))} -> {fmt(r.get('fsc143_denoised_A'))}")
+        if "psnr_raw_db" in r:
+            parts.append(f"PSNR vs clean {r['psnr_raw_db']:.2f} -> {r['psnr_denoised_db']:.2f} dB")
+        typer.echo("; ".join(parts))
+    typer.echo(f"report: {out_dir / 'report' / 'summary.md'}")
+    return failed
+
+
+@app.command()
+def denoise(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory with even/odd half tomograms.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
+    model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="JSON file of training settings.")] = None,
+    train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds.")] = None,
+    mrc: Annotated[bool, typer.Option(help="Also write NAME_denoised.mrc beside NAME.zarr.")] = True,
+    chunks: Annotated[int, typer.Option(help="Output chunk edge in voxels.")] = 128,
+    allow_mixed: Annotated[bool, typer.Option(help="Accept tomograms of different voxel sizes.")] = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Denoise a whole dataset: train one model on all tomograms, predict each, write a report. Resumable."""
+    from tomocare.pipeline import DenoiseOptions, denoise_dataset
+    from tomocare.train.config import TrainConfig
+
+    settings = json.loads(config.read_text()) if config is not None else {}
+    if time_limit is not None:
+        settings["time_limit"] = time_limit
+    try:
+        train_cfg = TrainConfig(**{"progress": sys.stderr.isatty(), **settings})
+    except ValueError as err:
+        raise TomocareError(f"training settings: {' '.join(str(err).split())}") from None
+    options = DenoiseOptions(model=model, train=train_cfg, train_on=train_on, mrc=mrc, chunks=chunks, allow_mixed=allow_mixed)
+    with _client(scheduler, workers) as client:
+        rows = denoise_dataset(dataset, out, options=options, client=client)
+    failed = _print_summary(rows, out)
+    if failed:
+        raise TomocareError(f"{failed} of {len(rows)} tomograms failed (see above and {out / 'state.json'})")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the simulated data and results.")] = Path("tomocare-demo"),
+    time_limit: Annotated[float, typer.Option(help="Training wall-clock budget in seconds.")] = 180.0,
+    workers: Workers = None,
+) -> None:
+    """Simulate a small dataset and denoise it end to end (a few minutes on a laptop), then print the figures."""
+    from tomocare.pipeline import DenoiseOptions, denoise_dataset
+    from tomocare.simulate import simulate_dataset
+    from tomocare.train.config import TrainConfig
+
+    data = out / "data"
+    with _client(None, workers) as client:
+        if not (data / "tomo_001_odd.mrc").exists():
+            typer.echo(f"simulating 2 tomograms (96 x 192 x 192, SNR 0.1) in {data} ...")
+            simulate_dataset(data, n_tomograms=2, shape=(96, 192, 192), snr=0.1, seed=0, overwrite=True)
+        typer.echo(f"training for at most {time_limit:g} s, then predicting both tomograms ...")
+        options = DenoiseOptions(train=TrainConfig(**DEMO_TRAINING, time_limit=time_limit, progress=sys.stderr.isatty()))
+        rows = denoise_dataset(data, out / "results", options=options, client=client)
+    _print_summary(rows, out / "results")
 
 
 @app.command()

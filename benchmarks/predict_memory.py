@@ -1,0 +1,83 @@
+"""Peak resident memory of prediction against volume size: it must stay flat.
+
+    python benchmarks/predict_memory.py --gib 0.25 1 4 16
+
+For each size, a float32 MRC of that size is written (slab by slab), then predicted with a small
+network on a LocalCluster of worker processes; the peak is the summed resident memory of this
+process and all its children, sampled every 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import torch
+
+from _measure import PeakRSS, gib, save
+from tomocare.cluster import dask_client
+from tomocare.nn.unet import UNet
+from tomocare.predict.engine import predict, setup_prediction
+from tomocare.train.model_file import save_model
+
+
+def make_mrc(path: Path, size_gib: float, ny: int = 1024, nx: int = 1024) -> tuple[int, int, int]:
+    nz = max(16, int(size_gib * 2**30 / (4 * ny * nx)))
+    if path.exists() and path.stat().st_size >= nz * ny * nx * 4:
+        return nz, ny, nx
+    rng = np.random.default_rng(0)
+    with mrcfile.new_mmap(path, (nz, ny, nx), mrc_mode=2, overwrite=True) as mrc:
+        mrc.voxel_size = 10.0
+        for z in range(0, nz, 16):
+            n = min(16, nz - z)
+            mrc.data[z : z + n] = rng.normal(size=(n, ny, nx)).astype(np.float32)
+    return nz, ny, nx
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, nargs="+", default=[0.25, 1, 4, 16])
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench-mem"))
+    parser.add_argument("--keep-inputs", action="store_true")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = UNet(depth=1, base_channels=2, n_conv=1)  # small: the measure is the engine, not the network
+    model = args.workdir / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    save_model(model, net, mean=0.0, std=1.0, voxel_size=10.0, patch_size=32, trained_on=["benchmark"])
+    rows = []
+    workers = os.cpu_count() or 1
+    with dask_client(n_workers=workers, threads_per_worker=1) as client:
+        client.wait_for_workers(workers)
+        for size in args.gib:
+            src = args.workdir / f"in_{size:g}.mrc"
+            shape = make_mrc(src, size)
+            out = args.workdir / "out.zarr"
+            shutil.rmtree(out, ignore_errors=True)
+            setup = setup_prediction(model, [src], out, chunks=args.block)
+            client.run(lambda: __import__("gc").collect())
+            with PeakRSS() as rss:
+                t = time.perf_counter()
+                predict(setup, client, overwrite=True)
+                elapsed = time.perf_counter() - t
+            rows.append({"gib": size, "shape": shape, "blocks": setup.plan.n_blocks, "seconds": round(elapsed, 1),
+                         "voxels_per_s": round(np.prod(shape) / elapsed), "peak_rss_bytes": rss.peak})
+            print(f"{size:>6g} GiB {shape}: {setup.plan.n_blocks} blocks in {elapsed:.0f} s, peak RSS {gib(rss.peak)}", flush=True)
+            if not args.keep_inputs:
+                src.unlink()
+            shutil.rmtree(out, ignore_errors=True)
+    ratio = rows[-1]["peak_rss_bytes"] / rows[0]["peak_rss_bytes"]
+    print(f"peak RSS, largest / smallest volume: {ratio:.2f}")
+    save({"network": net.config(), "block": args.block, "workers": workers, "rows": rows,
+          "largest_to_smallest_peak_ratio": round(ratio, 3)}, "predict_memory")
+
+
+if __name__ == "__main__":
+    main()

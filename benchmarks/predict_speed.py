@@ -1,0 +1,107 @@
+"""End-to-end prediction speed vs the bare network, worker scaling, and the halo overhead.
+
+    python benchmarks/predict_speed.py [--shape 128 384 384] [--depth 2 --channels 8 --n-conv 2]
+
+* bare network: the same network on in-memory tiles of the engine's tile size (block + halo),
+  an even and an odd tile per forward pass as the engine does, in one process using all cores;
+  output voxels per second = block voxels / time per pair of tiles.
+* engine: ``tomocare.predict`` from zarr inputs to a zarr output on a LocalCluster of worker
+  processes (1 thread each), including reading, padding, averaging, writing and the pyramid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import torch
+
+from _measure import save
+from tomocare.cluster import dask_client
+from tomocare.io.omezarr import write_ome_zarr
+from tomocare.nn.unet import UNet
+from tomocare.predict.engine import predict, setup_prediction
+from tomocare.predict.tiles import prepare, run_tiles
+from tomocare.train.model_file import save_model
+
+
+def make_inputs(workdir: Path, shape: tuple[int, ...]) -> list[Path]:
+    paths = []
+    for i, name in enumerate(("even", "odd")):
+        path = workdir / f"{name}.zarr"
+        if not path.exists():
+            vol = da.random.RandomState(i).normal(size=shape, chunks=128).astype(np.float32)
+            write_ome_zarr(vol, path, voxel_size=(10.0,) * 3, levels=1)
+        paths.append(path)
+    return paths
+
+
+def bare_speed(net: UNet, block: int, threads: int, repeats: int = 3) -> float:
+    torch.set_num_threads(threads)
+    net = prepare(net)
+    tile = block + 2 * net.halo
+    x = np.random.default_rng(0).normal(size=(2, tile, tile, tile)).astype(np.float32)
+    run_tiles(net, x, mean=0.0, std=1.0)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        run_tiles(net, x, mean=0.0, std=1.0)
+    return block**3 * repeats / (time.perf_counter() - t)
+
+
+def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block: int) -> tuple[float, dict]:
+    setup = setup_prediction(model, inputs, out, chunks=block)
+    with dask_client(n_workers=workers, threads_per_worker=1) as client:
+        client.wait_for_workers(workers)
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        predict(setup, client, overwrite=True)
+        elapsed = time.perf_counter() - t
+    return int(np.prod(setup.plan.shape)) / elapsed, setup.describe()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", type=int, nargs=3, default=(128, 384, 384))
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--n-conv", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench-speed"))
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = UNet(depth=args.depth, base_channels=args.channels, n_conv=args.n_conv)
+    model = args.workdir / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    save_model(model, net, mean=0.0, std=1.0, voxel_size=10.0, patch_size=64, trained_on=["benchmark"])
+    inputs = make_inputs(args.workdir, tuple(args.shape))
+    cores = os.cpu_count() or 1
+
+    bare = bare_speed(net, args.block, cores)
+    eng2, plan = engine_speed(model, inputs, args.workdir / "out.zarr", cores, args.block)
+    eng1, _ = engine_speed(model, inputs, args.workdir / "out.zarr", 1, args.block)
+    results = {
+        "network": net.config(),
+        "halo": net.halo,
+        "plan": plan,
+        "bare_network_output_voxels_per_s": round(bare),
+        f"engine_{cores}_workers_voxels_per_s": round(eng2),
+        "engine_1_worker_voxels_per_s": round(eng1),
+        "engine_to_bare_ratio": round(eng2 / bare, 3),
+        "speedup_workers": round(eng2 / eng1, 3),
+    }
+    print(f"network {net.config()} halo {net.halo}; volume {tuple(args.shape)}, block {args.block}, tile {plan['tile']}")
+    print(f"computed-to-output voxel ratio: {plan['computed_to_output_ratio']}")
+    print(f"bare network ({cores} threads, even+odd tiles): {bare / 1e6:.3f} Mvoxel/s")
+    print(f"engine, {cores} workers: {eng2 / 1e6:.3f} Mvoxel/s  -> engine/bare = {eng2 / bare:.2f}")
+    print(f"engine, 1 worker: {eng1 / 1e6:.3f} Mvoxel/s  -> speed-up of {cores} workers = {eng2 / eng1:.2f}x")
+    save(results, "predict_speed")
+
+
+if __name__ == "__main__":
+    main()

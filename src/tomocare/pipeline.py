@@ -1,0 +1,190 @@
+"""The end-to-end job over a dataset: discover → train one model → predict each tomogram → report.
+
+Resumable: ``OUT_DIR/state.json`` records each finished tomogram (its outputs are committed
+atomically before it is recorded) and the trained model; a rerun skips what is done, resumes an
+interrupted training from its checkpoint and an interrupted prediction from its finished blocks.
+A tomogram that fails (corrupt file, mismatched halves) is reported and skipped; the others run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from distributed import Client
+
+from tomocare import __version__
+from tomocare.errors import TomocareError
+from tomocare.io.discover import Discovery, VolumePair, check_voxel_sizes, discover_pairs, open_pair
+from tomocare.io.stats import Stats
+from tomocare.io.volume import Volume, open_volume
+from tomocare.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+STATE = "state.json"
+REPORT_CROP = 128  # edge of the central sub-volume used for FSC and PSNR in the report
+
+
+@dataclass
+class DenoiseOptions:
+    model: Path | None = None  # reuse this model instead of training
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_on: int | None = None  # train on the first N tomograms only
+    mrc: bool = True  # also write NAME_denoised.mrc
+    chunks: int = 128
+    block: int | None = None
+    allow_mixed: bool = False
+
+
+class State:
+    """The run's record on disk, rewritten atomically after every change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {"version": __version__, "tomograms": {}}
+
+    def tomogram(self, name: str) -> dict:
+        return self.data["tomograms"].get(name, {})
+
+    def set(self, name: str, **entry) -> None:
+        self.data["tomograms"][name] = entry
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        os.replace(tmp, self.path)
+
+
+def _open_all(found: Discovery, dataset: Path, state: State) -> tuple[list[VolumePair], list[dict]]:
+    if found.unmatched:
+        log.warning("%s: %s", dataset, found.describe_unmatched())
+    good, failed = [], []
+    for pair in found.pairs:
+        try:
+            good.append(open_pair(pair))
+        except TomocareError as err:
+            failed.append({"name": pair.name, "status": "failed", "error": str(err)})
+            state.set(pair.name, status="failed", error=str(err))
+    return good, failed
+
+
+def _train_model(pairs: list[VolumePair], out_dir: Path, options: DenoiseOptions, voxel_size: float, client: Client) -> Path:
+    from tomocare.train.loop import train
+
+    model_dir = out_dir / "model"
+    if (model_dir / "model.json").exists() and not (model_dir / "checkpoint.pt").exists():
+        return model_dir  # finished in an earlier run
+    subset = pairs[: options.train_on] if options.train_on else pairs
+    stored = [v.stats for p in subset for v in (p.even, p.odd)]
+    norm = Stats.merge(stored) if all(s is not None for s in stored) else None
+    resume = (model_dir / "checkpoint.pt").exists()
+    train(
+        [(p.even.array, p.odd.array) for p in subset], model_dir, config=options.train, client=client,
+        mean=norm.mean if norm else None, std=norm.std if norm else None, voxel_size=voxel_size,
+        names=[p.name for p in subset], resume=resume,
+    )
+    (model_dir / "checkpoint.pt").unlink(missing_ok=True)  # marks training finished
+    return model_dir
+
+
+def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, options: DenoiseOptions, client: Client) -> list[dict]:
+    """Denoise every tomogram of ``dataset`` into ``out_dir``; return one summary row per tomogram."""
+    from tomocare.io.convert import export_mrc
+    from tomocare.predict.engine import predict, setup_prediction
+
+    dataset, out_dir = Path(dataset), Path(out_dir)
+    found = discover_pairs(dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report").mkdir(exist_ok=True)
+    state = State(out_dir / STATE)
+    pairs, rows = _open_all(found, dataset, state)
+    if not pairs:
+        raise TomocareError(f"{dataset}: no readable even/odd pairs ({'; '.join(r['error'] for r in rows)})")
+    voxel_size = check_voxel_sizes(pairs, allow_mixed=options.allow_mixed)
+    (out_dir / "config.json").write_text(json.dumps(
+        {"version": __version__, "dataset": str(dataset), "train": options.train.model_dump(),
+         **{k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items() if k != "train"}},
+        indent=2) + "\n")
+    model_dir = options.model or _train_model(pairs, out_dir, options, voxel_size, client)
+
+    for pair in pairs:
+        done = state.tomogram(pair.name)
+        zarr_out = out_dir / f"{pair.name}.zarr"
+        mrc_out = out_dir / f"{pair.name}_denoised.mrc"
+        if done.get("status") == "done" and zarr_out.exists():
+            log.info("%s: done in an earlier run, skipped", pair.name)
+            rows.append(done | {"name": pair.name})
+            continue
+        try:
+            setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, chunks=options.chunks, block=options.block)
+            predict(setup, client, overwrite=True)
+            if options.mrc:
+                export_mrc(zarr_out, mrc_out, overwrite=True)
+            entry = {"status": "done", "output": str(zarr_out), **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
+        except (TomocareError, OSError, ValueError) as err:
+            log.debug("%s", traceback.format_exc())
+            entry = {"status": "failed", "error": " ".join(str(err).split())}
+        state.set(pair.name, **entry)
+        rows.append(entry | {"name": pair.name})
+
+    from tomocare.evaluate.report import write_summary
+
+    write_summary(rows, out_dir / "report")
+    return rows
+
+
+def _central(volume: Volume, edge: int) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s // 2 - edge // 2), max(0, s // 2 - edge // 2) + min(s, edge)) for s in volume.shape)
+
+
+def _planes(array, shape) -> dict[str, np.ndarray]:
+    z, y, x = (s // 2 for s in shape)
+    stride = max(1, max(shape) // 1024)  # pictures need no more than ~1000 pixels a side
+    return {
+        "xy": np.asarray(array[z, ::stride, ::stride]),
+        "xz": np.asarray(array[::stride, y, ::stride]),
+        "yz": np.asarray(array[::stride, ::stride, x]),
+    }
+
+
+def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, report_dir: Path) -> dict:
+    """Orthoslices, FSC before/after on a central sub-volume, and PSNR when a clean volume exists."""
+    from tomocare.evaluate.fsc import fsc
+    from tomocare.evaluate.metrics import psnr
+    from tomocare.evaluate.report import fsc_plot, orthoslices
+    from tomocare.predict.tiles import predict_whole
+    from tomocare.train.model_file import load_model
+
+    denoised = open_volume(denoised_path)
+    crop = _central(pair.even, REPORT_CROP)
+    even, odd = (np.asarray(v.array[crop], dtype=np.float32) for v in (pair.even, pair.odd))
+    net, info = load_model(model_dir)
+    d_even, d_odd = (predict_whole(net, v, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std)
+                     for v in (even, odd))
+    vs = pair.even.voxel_size[-1]
+    raw_fsc, den_fsc = fsc(even, odd, vs), fsc(d_even, d_odd, vs)
+    fsc_plot({"raw halves": raw_fsc, "denoised halves": den_fsc}, report_dir / f"{pair.name}_fsc.png",
+             f"{pair.name}: FSC of even vs odd (central {'x'.join(map(str, even.shape))} voxels)")
+
+    raw_planes = [_planes(v.array, v.shape) for v in (pair.even, pair.odd)]
+    avg = {k: (raw_planes[0][k] + raw_planes[1][k]) / 2 for k in raw_planes[0]}
+    den = _planes(denoised.array, denoised.shape)
+    orthoslices({"raw (even+odd)/2": avg, "denoised": den}, report_dir / f"{pair.name}_slices.png",
+                f"{pair.name}: central orthoslices")
+    row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_A": den_fsc.crossing(0.143)}
+    with open(report_dir / f"{pair.name}_fsc.csv", "w") as f:
+        f.write("frequency_per_A,resolution_A,fsc_raw,fsc_denoised\n")
+        for fr, a, b in zip(raw_fsc.frequency, raw_fsc.correlation, den_fsc.correlation):
+            f.write(f"{fr:.6g},{1 / fr:.4g},{a:.5f},{b:.5f}\n")
+    clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"
+    if clean_path.exists():  # simulated data carry their ground truth
+        clean = np.asarray(open_volume(clean_path).array[crop], dtype=np.float32)
+        row["psnr_raw_db"] = psnr((even + odd) / 2, clean)
+        row["psnr_denoised_db"] = psnr(np.asarray(denoised.array[crop]), clean)
+    return row
