@@ -14,7 +14,7 @@ def client():
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
         memory_limit="4GiB",
     ) as cluster, Client(cluster) as c:
         yield c

@@ -4,35 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import dask
 import dask.array as da
 import numpy as np
 
-from tomocare.io.stats import Stats
+from tomocare.io.stats import N_FIELDS, Stats
 
 Region = tuple[slice, ...]
 
 
-def block_regions(chunks: tuple[tuple[int, ...], ...]) -> dict[tuple[int, ...], Region]:
-    """The region of the whole array covered by each block index."""
-    starts = [np.cumsum((0,) + c[:-1]) for c in chunks]
-    shape = tuple(len(c) for c in chunks)
-    return {
-        index: tuple(slice(int(s[i]), int(s[i]) + c[i]) for s, c, i in zip(starts, chunks, index))
-        for index in np.ndindex(*shape)
-    }
+def _region(block_info: dict) -> Region:
+    return tuple(slice(lo, hi) for lo, hi in block_info[0]["array-location"])
+
+
+def _apply(block: np.ndarray, writer, target, block_info=None) -> np.ndarray:
+    row = writer(block, target, _region(block_info))
+    return row.reshape((1,) * block.ndim + (N_FIELDS,))
 
 
 def write_blocks(array: da.Array, func: Callable[[np.ndarray, object, Region], np.ndarray], target) -> Stats:
     """Run ``func(block, target, region) -> stats row`` on every block; merge the rows.
 
-    Runs on the current dask scheduler (the active ``distributed.Client`` if there is one).
-    Blocks must not straddle the target's chunks, so concurrent writes never touch the same chunk.
+    Uses ``map_blocks``, so dask fuses reading a block with writing it into one task (no block
+    ever moves between workers). Runs on the current dask scheduler (the active
+    ``distributed.Client`` if there is one). Blocks must not straddle the target's chunks, so
+    concurrent writes never touch the same chunk.
     """
-    blocks = array.to_delayed()
-    rows = [
-        dask.delayed(func, pure=True)(blocks[index], target, region)
-        for index, region in block_regions(array.chunks).items()
-    ]
-    (computed,) = dask.compute(rows)
-    return Stats.from_rows(np.stack(computed))
+    rows = da.map_blocks(
+        _apply,
+        array,
+        writer=func,
+        target=target,
+        dtype=np.float64,
+        chunks=tuple((1,) * len(c) for c in array.chunks) + ((N_FIELDS,),),
+        new_axis=array.ndim,
+        meta=np.empty((0,) * (array.ndim + 1), np.float64),
+    )
+    return Stats.from_rows(rows.compute().reshape(-1, N_FIELDS))

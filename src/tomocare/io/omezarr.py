@@ -59,20 +59,41 @@ def create_level(group: zarr.Group, name: str, shape, chunks, dtype, compression
 
 
 def _store_level(array: da.Array, group: zarr.Group, name: str, chunks: tuple[int, ...], compression: str) -> Stats:
+    chunks = tuple(min(c, s) for c, s in zip(chunks, array.shape))
     target = create_level(group, name, array.shape, chunks, array.dtype, compression)
     aligned = array.rechunk(chunks)  # one block per zarr chunk: parallel writes without locks
     return write_blocks(aligned, _write_chunk, target)
 
 
+class Downsampled:
+    """A lazy, picklable 2×-per-axis mean of an array-like (excess voxels at the end trimmed).
+
+    Reading a region reads exactly the source region it averages, so each pyramid chunk is one
+    task reading its 2³ source chunks.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self.shape = tuple(s // 2 for s in source.shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        bounds = [k.indices(n)[:2] for k, n in zip(key, self.shape)]
+        block = np.asarray(self.source[tuple(slice(2 * a, 2 * b) for a, b in bounds)], dtype=np.float32)
+        shape = [x for a, b in bounds for x in (b - a, 2)]
+        return block.reshape(shape).mean(axis=tuple(range(1, 2 * self.ndim, 2)))
+
+
 def write_pyramid(group: zarr.Group, levels: int, compression: str) -> int:
     """Levels 1.. of the pyramid, each the 2×2×2 mean of the previous; return the level count."""
+    chunks = group["0"].chunks
     n_levels = 1
     for level in range(1, levels):
-        previous = da.from_zarr(group[str(level - 1)])
-        if min(previous.shape) < 4:
+        smaller = Downsampled(group[str(level - 1)])
+        if min(smaller.shape) < 2:
             break
-        smaller = da.coarsen(np.mean, previous.astype(np.float32), {i: 2 for i in range(previous.ndim)}, trim_excess=True)
-        _store_level(smaller, group, str(level), group["0"].chunks, compression)
+        _store_level(da.from_array(smaller, chunks=chunks, lock=False, asarray=True), group, str(level), chunks, compression)
         n_levels += 1
     return n_levels
 

@@ -1,0 +1,5 @@
+"""Networks: the strictly local U-Net and its receptive field / halo arithmetic."""
+
+from tomocare.nn.unet import UNet
+
+__all__ = ["UNet"]

@@ -1,0 +1,169 @@
+"""A strictly local 2-D/3-D U-Net for Noise2Noise denoising (cryo-CARE style).
+
+Every layer is translation-equivariant on the grid of the coarsest level: convolutions with
+zero "same" padding, max-pooling by 2, upsampling by interpolation followed by a convolution,
+no normalisation layer. So an output voxel depends only on the input voxels inside its
+receptive field, and a volume can be predicted tile by tile, each tile read with a ``halo``
+and aligned to ``downsampling_factor``, with the same result as a whole-volume pass.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Upsample = Literal["nearest", "linear"]
+
+
+def _conv(ndim: int, c_in: int, c_out: int, kernel_size: int) -> nn.Module:
+    conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+    return conv(c_in, c_out, kernel_size, padding=kernel_size // 2)
+
+
+class _Block(nn.Sequential):
+    """``n_conv`` convolutions, each followed by a ReLU."""
+
+    def __init__(self, ndim: int, c_in: int, c_out: int, kernel_size: int, n_conv: int):
+        layers: list[nn.Module] = []
+        for i in range(n_conv):
+            layers += [_conv(ndim, c_in if i == 0 else c_out, c_out, kernel_size), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class _Up(nn.Module):
+    """Upsample by 2 with interpolation, then a convolution (no transposed convolution)."""
+
+    def __init__(self, ndim: int, c_in: int, c_out: int, kernel_size: int, mode: Upsample):
+        super().__init__()
+        linear = "trilinear" if ndim == 3 else "bilinear"
+        self.interpolation = {"mode": "nearest"} if mode == "nearest" else {"mode": linear, "align_corners": False}
+        self.conv = _conv(ndim, c_in, c_out, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, **self.interpolation)
+        return F.relu(self.conv(x), inplace=True)
+
+
+class UNet(nn.Module):
+    """U-Net of ``depth`` levels; channel count ``base_channels * 2**level``.
+
+    Input and output have shape ``(batch, channels, *spatial)`` with every spatial size a
+    multiple of :attr:`downsampling_factor`. The last layer is a linear 1×1 convolution; with
+    ``residual`` the input is added to it (single channel in and out).
+    """
+
+    def __init__(
+        self,
+        ndim: int = 3,
+        depth: int = 2,
+        base_channels: int = 16,
+        residual: bool = True,
+        *,
+        kernel_size: int = 3,
+        n_conv: int = 2,
+        upsample: Upsample = "nearest",
+        in_channels: int = 1,
+        out_channels: int = 1,
+    ):
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+        if depth < 1 or base_channels < 1 or n_conv < 1:
+            raise ValueError("depth, base_channels and n_conv must be at least 1")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if upsample not in ("nearest", "linear"):
+            raise ValueError(f"upsample must be 'nearest' or 'linear', got {upsample!r}")
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual U-Net needs as many input as output channels")
+        self._config = dict(
+            ndim=ndim,
+            depth=depth,
+            base_channels=base_channels,
+            residual=residual,
+            kernel_size=kernel_size,
+            n_conv=n_conv,
+            upsample=upsample,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        ch = [base_channels * 2**level for level in range(depth + 1)]
+        self.down = nn.ModuleList(
+            _Block(ndim, in_channels if lv == 0 else ch[lv - 1], ch[lv], kernel_size, n_conv) for lv in range(depth)
+        )
+        self.bottom = _Block(ndim, ch[depth - 1], ch[depth], kernel_size, n_conv)
+        self.up = nn.ModuleList(_Up(ndim, ch[lv + 1], ch[lv], kernel_size, upsample) for lv in range(depth))
+        self.merge = nn.ModuleList(_Block(ndim, 2 * ch[lv], ch[lv], kernel_size, n_conv) for lv in range(depth))
+        self.head = _conv(ndim, ch[0], out_channels, 1)
+        self.pool = nn.MaxPool3d(2) if ndim == 3 else nn.MaxPool2d(2)
+
+    def config(self) -> dict:
+        """JSON-serialisable arguments: ``UNet(**net.config())`` rebuilds this architecture."""
+        return dict(self._config)
+
+    @property
+    def ndim(self) -> int:
+        return self._config["ndim"]
+
+    @property
+    def downsampling_factor(self) -> int:
+        """Spatial sizes, tile offsets and halos must be multiples of this."""
+        return 2 ** self._config["depth"]
+
+    @property
+    def receptive_field(self) -> int:
+        """Full width (voxels, per axis) of the input region any output voxel depends on.
+
+        Computed exactly by propagating dependency intervals back through the layers, for every
+        position modulo :attr:`downsampling_factor`; the field is symmetrised, so an output voxel
+        depends only on inputs within ``receptive_field // 2`` of it.
+        """
+        reach = 0
+        for p in range(self.downsampling_factor):
+            lo, hi = self._input_interval(0, p, p)
+            reach = max(reach, p - lo, hi - p)
+        return 2 * reach + 1
+
+    @property
+    def halo(self) -> int:
+        """Margin a tile needs on each side for an exact core: ≥ receptive_field // 2, aligned."""
+        d = self.downsampling_factor
+        return -(-(self.receptive_field // 2) // d) * d
+
+    def _input_interval(self, level: int, a: int, b: int) -> tuple[int, int]:
+        """Positions at the input of ``level`` on which that level's output at [a, b] depends."""
+        r = self._config["kernel_size"] // 2
+        n = self._config["n_conv"]
+        if level == self._config["depth"]:
+            return a - n * r, b + n * r
+        a, b = a - n * r, b + n * r  # merge block
+        ua, ub = a - r, b + r  # convolution after upsampling
+        if self._config["upsample"] == "nearest":
+            ca, cb = ua // 2, ub // 2
+        else:  # linear, align_corners=False: fine 2m uses coarse m-1, m; 2m+1 uses m, m+1
+            ca, cb = (ua - 1) // 2, (ub + 1) // 2
+        ca, cb = self._input_interval(level + 1, ca, cb)
+        a, b = min(a, 2 * ca), max(b, 2 * cb + 1)  # max-pool, joined with the skip connection
+        return a - n * r, b + n * r  # encoder block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.downsampling_factor
+        if x.ndim != self.ndim + 2 or any(s % d for s in x.shape[2:]):
+            raise ValueError(
+                f"expected (batch, channels) + {self.ndim} spatial sizes that are multiples of {d}, "
+                f"got {tuple(x.shape)}"
+            )
+        skips = []
+        h = x
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+            h = self.pool(h)
+        h = self.bottom(h)
+        for up, merge, skip in zip(reversed(self.up), reversed(self.merge), reversed(skips)):
+            h = merge(torch.cat([skip, up(h)], dim=1))
+        out = self.head(h)
+        return x + out if self._config["residual"] else out

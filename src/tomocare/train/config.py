@@ -1,0 +1,59 @@
+"""Settings of a training run, validated (pydantic) and saved beside the model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Settings a resumed run may change; every other one must match the checkpoint.
+RESUMABLE = frozenset({"max_steps", "time_limit", "patience", "device", "threads", "prefetch", "progress"})
+
+
+class TrainConfig(BaseModel):
+    """Noise2Noise training of a 3-D U-Net; defaults follow cryo-CARE where it has one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # data
+    patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels")
+    n_patches: int = Field(1200, ge=1, description="training patches per tomogram")
+    n_val_patches: int | None = Field(None, ge=1, description="per tomogram; default n_patches * val_fraction")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation slab: this end fraction of the y axis")
+    batch_size: int = Field(16, ge=1)
+    flip: bool = Field(True, description="random flips along each axis (keep the missing wedge)")
+    swap: bool = Field(True, description="randomly swap the even and odd halves as input and target")
+    rot90: bool = Field(False, description="random quarter turns in the y-x plane (move the missing wedge)")
+    prefetch: int = Field(4, ge=1, description="batches being extracted ahead of training")
+    # network
+    depth: int = Field(2, ge=1, le=6)
+    base_channels: int = Field(16, ge=1)
+    residual: bool = True
+    upsample: Literal["nearest", "linear"] = "nearest"
+    # optimisation
+    loss: Literal["mse", "l1"] = "mse"
+    lr: float = Field(4e-4, gt=0)
+    max_steps: int = Field(20_000, ge=1)
+    steps_per_epoch: int = Field(200, ge=1, description="training steps between validations and checkpoints")
+    time_limit: float | None = Field(None, gt=0, description="wall-clock seconds; then validate, save and stop")
+    patience: int = Field(10, ge=1, description="epochs without a better validation loss before stopping")
+    lr_patience: int = Field(5, ge=1, description="epochs without a better validation loss before reducing lr")
+    lr_factor: float = Field(0.5, gt=0, lt=1)
+    min_lr: float = Field(1e-6, ge=0)
+    seed: int = 0
+    # machine
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    threads: int | None = Field(None, ge=1, description="torch threads for training (default: all cores but one)")
+    progress: bool = Field(True, description="show a progress bar (else log lines only)")
+
+    @model_validator(mode="after")
+    def _patch_fits_network(self) -> TrainConfig:
+        factor = 2**self.depth
+        if self.patch_size % factor:
+            raise ValueError(f"patch_size {self.patch_size} must be a multiple of 2**depth = {factor}")
+        return self
+
+    @property
+    def val_patches(self) -> int:
+        """Validation patches per tomogram."""
+        return self.n_val_patches or max(1, round(self.n_patches * self.val_fraction))

@@ -1,0 +1,111 @@
+"""The U-Net: shapes, exact receptive field, and tiled prediction equal to whole-volume prediction."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from tomocare.nn import UNet
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_shapes_3d(residual):
+    net = UNet(depth=2, base_channels=4, residual=residual)
+    x = torch.randn(2, 1, 16, 24, 32)
+    assert net(x).shape == x.shape
+    assert net.downsampling_factor == 4
+
+
+def test_2d():
+    net = UNet(ndim=2, depth=3, base_channels=4, upsample="linear")
+    x = torch.randn(3, 1, 32, 48)
+    assert net(x).shape == x.shape
+    assert net.downsampling_factor == 8
+
+
+def test_rejects_unaligned_input():
+    with pytest.raises(ValueError, match="multiples of 4"):
+        UNet(depth=2, base_channels=2)(torch.zeros(1, 1, 16, 16, 18))
+
+
+def test_config_round_trip():
+    net = UNet(depth=3, base_channels=8, residual=False, upsample="linear")
+    config = json.loads(json.dumps(net.config()))
+    twin = UNet(**config)
+    assert twin.config() == net.config()
+    twin.load_state_dict(net.state_dict())  # same parameter names and shapes
+
+
+def test_halo_arithmetic():
+    for depth, up in itertools.product((1, 2, 3), ("nearest", "linear")):
+        net = UNet(depth=depth, base_channels=2, upsample=up)
+        assert net.halo % net.downsampling_factor == 0
+        assert net.receptive_field // 2 <= net.halo < net.receptive_field // 2 + net.downsampling_factor
+    assert UNet(depth=2).receptive_field == 53  # 2 convs of 3 at 1×, 2×, 4×, plus the up-convs
+
+
+@pytest.mark.parametrize(
+    ("ndim", "depth", "upsample", "channels"), [(3, 2, "nearest", 4), (2, 2, "linear", 8), (2, 3, "nearest", 8)]
+)
+def test_receptive_field_is_exact(ndim, depth, upsample, channels):
+    """Perturb one voxel: changes stay within receptive_field // 2 and reach that distance.
+
+    In float64 on CPU each output is a sum over its own inputs only, so "changed" means "differs".
+    """
+    net = UNet(ndim=ndim, depth=depth, base_channels=channels, upsample=upsample).double().eval()
+    reach = net.receptive_field // 2
+    size = 2 * reach + 2 * net.downsampling_factor
+    size += -size % net.downsampling_factor
+    x = torch.rand(1, 1, *(size,) * ndim, dtype=torch.float64)
+    with torch.no_grad():
+        base = net(x)
+        seen = 0
+        for r in range(net.downsampling_factor):  # the field depends on the position modulo the factor
+            q = (size // 2 + r,) * ndim
+            y = x.clone()
+            y[(0, 0, *q)] += 1.0
+            changed = (net(y) != base)[0, 0].nonzero()
+            dist = (changed - torch.tensor(q)).abs().max(dim=0).values
+            assert int(dist.max()) <= reach
+            seen = max(seen, int(dist.max()))
+    assert seen == reach
+
+
+def _predict_whole(net: UNet, vol: torch.Tensor) -> torch.Tensor:
+    h = net.halo
+    padded = F.pad(vol[None, None], (h,) * 6, mode="reflect")
+    return net(padded)[0, 0, h:-h, h:-h, h:-h]
+
+
+def _predict_tiled(net: UNet, vol: torch.Tensor, tile: tuple[int, int, int]) -> torch.Tensor:
+    """Tiles aligned to the down-sampling factor, each read with its halo from a reflect-padded source."""
+    h = net.halo
+    padded = F.pad(vol[None, None], (h,) * 6, mode="reflect")  # what a reader does at volume borders
+    out = torch.empty_like(vol)
+    starts = [range(0, n, t) for n, t in zip(vol.shape, tile)]
+    for z, y, x in itertools.product(*starts):
+        core = tuple(slice(s, min(s + t, n)) for s, t, n in zip((z, y, x), tile, vol.shape))
+        region = tuple(slice(c.start, c.stop + 2 * h) for c in core)  # offsets shifted by h in `padded`
+        pred = net(padded[(0, 0, *region)][None, None])[0, 0]
+        out[core] = pred[h:-h, h:-h, h:-h]
+    return out
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "linear"])
+def test_tiled_equals_whole(upsample):
+    net = UNet(depth=2, base_channels=4, upsample=upsample).eval()
+    vol = torch.randn(36, 48, 48)  # reflect padding needs the halo (up to 32) below every size
+    with torch.no_grad():
+        whole = _predict_whole(net, vol)
+        tiled = _predict_tiled(net, vol, tile=(16, 24, 32))  # last tiles along z and x are cut short
+    np.testing.assert_allclose(tiled.numpy(), whole.numpy(), atol=1e-5, rtol=0)
