@@ -62,3 +62,13 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, expected):
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     assert expected in _error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_simulate_then_info_finds_the_pair(tmp_path, client, capsys):
+    assert main(["simulate", str(tmp_path / "d"), "--n", "1", "--shape", "16", "32", "32", "--chunks", "16"]) == 0
+    names = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert names == ["tomo_000_clean.mrc", "tomo_000_even.mrc", "tomo_000_odd.mrc", "tomo_000_particles.csv"]
+    assert main(["info", str(tmp_path / "d")]) == 0
+    assert "1 pairs" in capsys.readouterr().out
+    assert main(["simulate", str(tmp_path / "d"), "--n", "1", "--shape", "16", "32", "32"]) == 2
+    assert "output exists" in capsys.readouterr().err

@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
     # network
     depth: int = Field(2, ge=1, le=6)
     base_channels: int = Field(16, ge=1)
-    residual: bool = True
+    residual: bool = Field(False, description="add the input to the output; plain nets learned faster in short CPU runs (benchmarks/unet_tradeoff.py)")
     upsample: Literal["nearest", "linear"] = "nearest"
     # optimisation
     loss: Literal["mse", "l1"] = "mse"
