@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,8 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
          **{k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items() if k != "train"}},
         indent=2) + "\n")
     model_dir = options.model or _train_model(pairs, out_dir, options, voxel_size, client)
+    if (model_dir / "loss.png").exists():
+        shutil.copyfile(model_dir / "loss.png", out_dir / "report" / "training_loss.png")
 
     for pair in pairs:
         done = state.tomogram(pair.name)
