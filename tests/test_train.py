@@ -62,7 +62,7 @@ def _config(**changes) -> TrainConfig:
 @pytest.mark.parametrize(("shape", "fraction"), [((32, 64, 64), 0.1), ((40, 200, 48), 0.25), ((16, 100, 16), 0.3)])
 def test_training_patches_never_overlap_the_validation_slab(shape, fraction, caplog):
     p = 16
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         plan = plan_patches([shape], patch_size=p, n_train=500, n_val=50, val_fraction=fraction, seed=1)
     start = plan.val_start[0]
     assert start == validation_start(shape[1], p, fraction)

@@ -66,6 +66,8 @@ def write_summary(rows: list[dict], report_dir: Path) -> None:
         cells = []
         for c in columns:
             v = r.get(c, "")
+            if v is None and c.startswith("fsc143"):
+                v = "Nyquist"  # the curve stays above 0.143 up to Nyquist
             cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     (report_dir / "summary.md").write_text("# tomocare denoising report\n\n" + "\n".join(lines) + "\n")

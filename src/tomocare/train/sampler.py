@@ -200,7 +200,7 @@ def plan_patches(
         name = names[i] if names else f"pair {i}"
         start = validation_start(shape[Y], p, val_fraction)
         if round(shape[Y] * val_fraction) < p:
-            log.warning("%s: validation slab enlarged to one patch (%d of %d voxels along y)", name, p, shape[Y])
+            log.info("%s: validation slab enlarged to one patch (%d of %d voxels along y)", name, p, shape[Y])
         mask = masks[i] if masks else None
         for what, n, (lo_y, hi_y), stream, out in (
             ("training", n_train, (0, start - p), 0, train),
