@@ -26,16 +26,23 @@ from tomocare.predict.engine import predict, setup_prediction
 from tomocare.train.model_file import save_model
 
 
-def make_mrc(path: Path, size_gib: float, ny: int = 1024, nx: int = 1024) -> tuple[int, int, int]:
-    nz = max(16, int(size_gib * 2**30 / (4 * ny * nx)))
-    if path.exists() and path.stat().st_size >= nz * ny * nx * 4:
+def shape_for(size_gib: float, nz: int = 128) -> tuple[int, int, int]:
+    """A (128, ny, nx) volume of about ``size_gib``: every block is a full 128³, so the volumes
+    differ only in how many blocks they have (not in the size of the tasks)."""
+    ny = max(128, int(np.sqrt(size_gib * 2**30 / (4 * nz) / 2) // 128 * 128))
+    nx = max(128, int(size_gib * 2**30 / (4 * nz * ny)) // 128 * 128)
+    return nz, ny, nx
+
+
+def make_mrc(path: Path, size_gib: float) -> tuple[int, int, int]:
+    nz, ny, nx = shape_for(size_gib)
+    if path.exists() and path.stat().st_size == 1024 + nz * ny * nx * 4:
         return nz, ny, nx
     rng = np.random.default_rng(0)
     with mrcfile.new_mmap(path, (nz, ny, nx), mrc_mode=2, overwrite=True) as mrc:
         mrc.voxel_size = 10.0
-        for z in range(0, nz, 16):
-            n = min(16, nz - z)
-            mrc.data[z : z + n] = rng.normal(size=(n, ny, nx)).astype(np.float32)
+        for z in range(nz):
+            mrc.data[z] = rng.normal(size=(ny, nx)).astype(np.float32)
     return nz, ny, nx
 
 
