@@ -384,5 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Commands kept in their own modules register themselves on ``app`` when imported.
+from tomocare import cli_evaluate, cli_tilt  # noqa: E402,F401
+
 if __name__ == "__main__":
     sys.exit(main())
