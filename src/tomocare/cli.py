@@ -208,7 +208,7 @@ def predict(
     inputs = [input] if input is not None else [p for p in (even, odd) if p is not None]
     if input is None and len(inputs) != 2:
         raise TomocareError("give --even and --odd (or --input for a single volume)")
-    setup = setup_prediction(model, inputs, out, block=block, chunks=chunks, dtype=dtype, strict=strict)
+    setup = setup_prediction(model, inputs, out, block=block, chunks=chunks, dtype=dtype, strict=strict, precision=precision)
     if dry_run:
         typer.echo(json.dumps(setup.describe(), indent=2))
         return
@@ -219,7 +219,7 @@ def predict(
     with _client(scheduler, workers) as client:
         if client.dashboard_link:
             typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
-        stats = run_prediction(setup, client, overwrite=overwrite, precision=precision, progress=sys.stderr.isatty())
+        stats = run_prediction(setup, client, overwrite=overwrite, progress=sys.stderr.isatty())
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)
     typer.echo(f"{out}: {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")

@@ -97,15 +97,62 @@ class MrcArray:
         return self.header.voxel_size
 
     def __getitem__(self, key) -> np.ndarray:
-        mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=self.offset, shape=self.shape)
-        try:
-            return np.array(mm[key], dtype=self.dtype)
-        finally:
-            del mm  # unmap now: resident pages of the file must not pile up in the worker
+        """Read a selection. Each plane's rows are mapped and unmapped in turn: mapping the whole
+        file lets the kernel's fault-around put hundreds of MB of neighbouring pages into the
+        reader's resident memory for one 25 MB block of a wide volume."""
+        planes = _plane_selection(key, self.shape)
+        if planes is None:  # fancy indexing, or not a 3-D volume: map the whole data block
+            mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=self.offset, shape=self.shape)
+            try:
+                return np.array(mm[key], dtype=self.dtype)
+            finally:
+                del mm
+        zs, (y0, y1, ystep), xs, squeeze = planes
+        ny, nx = self.shape[1:]
+        out = np.empty((len(zs), len(range(y0, y1, ystep)), len(range(*xs.indices(nx)))), dtype=self.dtype)
+        if out.size:
+            row_bytes = nx * np.dtype(self.file_dtype).itemsize
+            for i, z in enumerate(zs):
+                mm = np.memmap(self.path, dtype=self.file_dtype, mode="r",
+                               offset=self.offset + (z * ny + y0) * row_bytes, shape=(y1 - y0, nx))
+                out[i] = mm[::ystep, xs]
+                del mm
+        return out.squeeze(axis=squeeze) if squeeze else out
 
     def __array__(self, dtype=None, copy=None):
         out = self[...]
         return out if dtype is None else out.astype(dtype)
+
+
+def _plane_selection(key, shape: tuple[int, ...]):
+    """``key`` on a 3-D shape as (planes, (first row, row stop, row step), column slice, int axes),
+    or None for keys this reader does not split into planes (fancy indexing, negative steps)."""
+    if len(shape) != 3:
+        return None
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (3 - len(key))
+    if len(key) != 3:
+        return None
+    ranges, squeeze = [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, (int, np.integer)):
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+            k = slice(int(k) % n, int(k) % n + 1)
+            squeeze.append(axis)
+        if not isinstance(k, slice):
+            return None
+        start, stop, step = k.indices(n)
+        if step < 0:
+            return None
+        ranges.append((start, max(start, stop), step))
+    (z0, z1, zs), (y0, y1, ys), (x0, x1, xs) = ranges
+    rows = range(y0, y1, ys)
+    y_stop = rows[-1] + 1 if len(rows) else y0
+    return range(z0, z1, zs), (y0, y_stop, ys), slice(x0, x1, xs), tuple(squeeze)
 
 
 def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3) -> MrcArray:

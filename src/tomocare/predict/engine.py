@@ -1,8 +1,9 @@
-"""Distributed, resumable, seamless prediction: one dask task per output block.
+"""Distributed, resumable, seamless block-wise computation: one dask task per output block.
 
-A task reads its block plus halo straight from the input store(s), runs the network on the even
-and odd tiles in one batch, averages them, and writes only the block's core into its own chunks
-of the output — no neighbour exchange, no locks. A task that runs twice writes the same bytes, so
+A task reads its block plus halo straight from the input store(s), applies an operator — the
+trained network on the even and odd tiles in one batch, averaged (``predict``), or a classical
+filter (``tomocare baseline``) — and writes only the block's core into its own chunks of the
+output — no neighbour exchange, no locks. A task that runs twice writes the same bytes, so
 a lost worker or a resumed run is safe. The client records each block once its task returned
 (its data is written by then); a rerun skips recorded blocks.
 """
@@ -27,7 +28,7 @@ from tomocare.io.omezarr import create_level, write_image_metadata, write_pyrami
 from tomocare.io.stats import Stats, block_stats
 from tomocare.io.discover import Pair, open_pair
 from tomocare.io.volume import Volume, open_volume
-from tomocare.predict.plan import BlockPlan, round_up
+from tomocare.predict.plan import BlockPlan, network_geometry, read_tiles, round_up
 
 log = logging.getLogger(__name__)
 
@@ -58,68 +59,104 @@ def cached_model(model_dir: str):
         from tomocare.predict.tiles import prepare
 
         _MODELS.clear()
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = True  # every tile has the same shape: autotune once
         net, info = load_model(model_dir, device=device)
         _MODELS[key] = prepare(net), info
     return _MODELS[key]
 
 
 @dataclass(frozen=True)
-class PredictJob:
-    """Everything a block task needs; small and picklable (arrays are lazy handles)."""
+class NetworkOperator:
+    """A trained network as a block operator: both halves in one batch, outputs averaged."""
 
     model_dir: str
+    precision: str = "fp32"
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        from tomocare.predict.tiles import run_network
+
+        net, info = cached_model(self.model_dir)
+        return run_network(net, tiles, mean=info.mean, std=info.std, precision=self.precision)
+
+
+@dataclass(frozen=True)
+class FilterOperator:
+    """A classical filter (``tomocare.baselines``) as a block operator: halves averaged, then filtered."""
+
+    filter: object  # tomocare.baselines.filters.Filter
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        return self.filter(tiles.mean(axis=0, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a block task needs; small and picklable (arrays are lazy handles)."""
+
+    operator: object  # callable (n_sources, *tile) -> tile
     sources: tuple  # lazy array-likes: (even, odd) or (single,)
     target: zarr.Array
     plan: BlockPlan
-    precision: str = "fp32"
 
 
-def predict_block(job: PredictJob, index: tuple[int, ...]) -> np.ndarray:
+def run_block(job: BlockJob, index: tuple[int, ...]) -> np.ndarray:
     """Compute and write one output block; return its statistics row."""
-    from tomocare.predict.tiles import compute_block
-
-    net, info = cached_model(job.model_dir)
     block = job.plan.block_at(index)
-    core = compute_block(net, job.sources, block, mean=info.mean, std=info.std, precision=job.precision)
+    core = block.crop(job.operator(read_tiles(job.sources, block)))
     job.target[block.core] = core.astype(job.target.dtype, copy=False)
     return block_stats(core)
 
 
 @dataclass
 class PredictionSetup:
-    """The checked inputs of a prediction and its plan; ``describe()`` is the dry run."""
+    """The checked inputs of a block-wise run and its plan; ``describe()`` is the dry run."""
 
-    model_dir: Path
+    operator: object
+    identity: str  # what the operator computes (model file text, filter parameters), for resuming
     inputs: list[Volume]
     out: Path
     plan: BlockPlan
     chunks: tuple[int, ...]
     dtype: str
-    info: object = field(repr=False)
+    attrs: dict = field(default_factory=dict)  # provenance written into the output's metadata
+    memory_per_task: int = 0  # bytes, rough
 
     def fingerprint(self) -> str:
-        model = (self.model_dir / "model.json").read_text()  # names the weights' checksum
         blob = json.dumps(
-            [model, [str(v.path.resolve()) for v in self.inputs],
+            [self.identity, [str(v.path.resolve()) for v in self.inputs],
              self.plan.describe(), list(self.chunks), self.dtype],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
-        tile = self.plan.tile_shape(self.plan.block)
-        n_inputs = len(self.inputs)
-        channels = self.info.config.get("base_channels", 16)
-        # Rough peak of one task: input tiles, and ~4 full-resolution feature maps per input tile.
-        mem = int(np.prod(tile)) * 4 * n_inputs * (2 + 4 * channels)
         return {
             **self.plan.describe(),
             "inputs": [str(v.path) for v in self.inputs],
             "output": str(self.out),
             "output_chunks": list(self.chunks),
             "dtype": self.dtype,
-            "estimated_memory_per_task_mib": round(mem / 2**20),
+            "estimated_memory_per_task_mib": round(self.memory_per_task / 2**20),
         }
+
+
+def _open_inputs(inputs: list[str | os.PathLike]) -> list[Volume]:
+    if not 1 <= len(inputs) <= 2:
+        raise TomocareError("give an even and an odd half, or one volume")
+    if len(inputs) == 2:
+        pair = open_pair(Pair(Path(inputs[0]).stem, Path(inputs[0]), Path(inputs[1])))
+        return [pair.even, pair.odd]
+    return [open_volume(inputs[0])]
+
+
+def _block_plan(shape: tuple[int, ...], chunks: int, block: int | None, halo: tuple, factor: tuple) -> tuple[BlockPlan, tuple]:
+    chunk_shape = tuple(min(chunks, s) for s in shape)
+    block_edge = block or chunks
+    if block_edge % chunks and block_edge < max(shape):
+        raise TomocareError(f"block {block_edge} must be a multiple of the output chunks ({chunks})")
+    block_shape = tuple(min(block_edge, round_up(s, f)) for s, f in zip(shape, factor))
+    return BlockPlan(shape, block_shape, halo, factor), chunk_shape
 
 
 def setup_prediction(
@@ -131,21 +168,17 @@ def setup_prediction(
     chunks: int = 128,
     dtype: str = "float32",
     strict: bool = False,
+    precision: str = "fp32",
 ) -> PredictionSetup:
     """Open and check the model and inputs; build the block plan. Reads no voxel data."""
     from tomocare.train.model_file import load_model
 
     model_dir, out = Path(model_dir), Path(out)
     _, info = load_model(model_dir)
-    if dtype not in ("float32", "float16"):
-        raise TomocareError(f"output dtype {dtype!r} not supported (float32 or float16)")
-    if not 1 <= len(inputs) <= 2:
-        raise TomocareError("predict takes an even and an odd half, or one volume")
-    if len(inputs) == 2:
-        pair = open_pair(Pair(Path(inputs[0]).stem, Path(inputs[0]), Path(inputs[1])))
-        volumes = [pair.even, pair.odd]
-    else:
-        volumes = [open_volume(inputs[0])]
+    _check_dtype(dtype)
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise TomocareError(f"precision {precision!r} not supported (fp32, bf16 or fp16)")
+    volumes = _open_inputs(inputs)
     if info.voxel_size:
         ratio = volumes[0].voxel_size[-1] / info.voxel_size
         if abs(ratio - 1) > 0.1:
@@ -156,15 +189,43 @@ def setup_prediction(
             if strict:
                 raise TomocareError(message)
             warnings.warn(message, stacklevel=2)
-    factor = info.downsampling_factor
-    shape = volumes[0].shape
-    chunk_shape = tuple(min(chunks, s) for s in shape)
-    block_edge = block or chunks
-    if block_edge % chunks and block_edge < max(shape):
-        raise TomocareError(f"block {block_edge} must be a multiple of the output chunks ({chunks})")
-    block_shape = tuple(min(block_edge, round_up(s, factor)) for s in shape)
-    plan = BlockPlan(shape, block_shape, (info.halo,) * len(shape), factor)
-    return PredictionSetup(model_dir, volumes, out, plan, chunk_shape, dtype, info)
+    net_ndim = int(info.config.get("ndim", 3))
+    try:
+        halo, factor = network_geometry(len(volumes[0].shape), net_ndim, info.halo, info.downsampling_factor)
+    except TomocareError as err:
+        raise TomocareError(f"{volumes[0].path}: {err} (use a {len(volumes[0].shape)}-D model)") from None
+    plan, chunk_shape = _block_plan(volumes[0].shape, chunks, block, halo, factor)
+    tile = plan.tile_shape(plan.block)
+    # Rough peak of one task: input tiles, and ~4 full-resolution feature maps per input tile.
+    memory = int(np.prod(tile)) * 4 * len(volumes) * (2 + 4 * info.config.get("base_channels", 16))
+    operator = NetworkOperator(str(model_dir.resolve()), precision)
+    identity = (model_dir / "model.json").read_text()  # names the weights' checksum
+    return PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory)
+
+
+def setup_filter(
+    filter,
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    block: int | None = None,
+    chunks: int = 128,
+    dtype: str = "float32",
+) -> PredictionSetup:
+    """The block-wise run of a classical filter (even and odd averaged first): same engine as ``predict``."""
+    _check_dtype(dtype)
+    volumes = _open_inputs(inputs)
+    ndim = len(volumes[0].shape)
+    plan, chunk_shape = _block_plan(volumes[0].shape, chunks, block, (filter.halo(),) * ndim, (1,) * ndim)
+    identity = json.dumps({"method": filter.method, "params": filter.params}, sort_keys=True)
+    memory = int(np.prod(plan.tile_shape(plan.block))) * 4 * (len(volumes) + 4)
+    attrs = {"baseline": {"method": filter.method, "params": filter.params}}
+    return PredictionSetup(FilterOperator(filter), identity, volumes, Path(out), plan, chunk_shape, dtype, attrs, memory)
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in ("float32", "float16"):
+        raise TomocareError(f"output dtype {dtype!r} not supported (float32 or float16)")
 
 
 def predict(
@@ -172,7 +233,6 @@ def predict(
     client: Client,
     *,
     overwrite: bool = False,
-    precision: str = "fp32",
     progress: bool = False,
 ) -> Stats:
     """Run the plan on the cluster of ``client``; resume a matching interrupted run."""
@@ -189,7 +249,7 @@ def predict(
         (tmp / RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint, **setup.describe()}, indent=2))
         done = {}
     target = zarr.open_array(str(tmp / "0"), mode="r+")
-    job = PredictJob(str(setup.model_dir.resolve()), tuple(v.array for v in setup.inputs), target, setup.plan, precision)
+    job = BlockJob(setup.operator, tuple(v.array for v in setup.inputs), target, setup.plan)
     rows = _run_blocks(job, client, done, tmp / DONE_FILE, progress)
     stats = Stats.from_rows(np.stack(list(rows.values())))
 
@@ -197,7 +257,7 @@ def predict(
     n_levels = write_pyramid(group, 3, "blosc-zstd")
     first = setup.inputs[0]
     attrs = {
-        "model": str(setup.model_dir),
+        **setup.attrs,
         "inputs": [str(v.path) for v in setup.inputs],
         "plan": setup.plan.describe(),
     }
@@ -233,7 +293,7 @@ def _resume_state(tmp: Path, fingerprint: str) -> dict | None:
     return done
 
 
-def _run_blocks(job: PredictJob, client: Client, done: dict, done_file: Path, progress: bool) -> dict:
+def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, progress: bool) -> dict:
     """Submit blocks in waves (bounded in flight), record each as it completes."""
     todo = [b.index for b in job.plan.blocks() if b.index not in done]
     threads = sum(client.nthreads().values()) or 1
@@ -258,11 +318,11 @@ def _run_blocks(job: PredictJob, client: Client, done: dict, done_file: Path, pr
     return results
 
 
-def _indexed_block(job: PredictJob, index: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
-    return index, predict_block(job, index)
+def _indexed_block(job: BlockJob, index: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    return index, run_block(job, index)
 
 
-def _submit(client: Client, job: PredictJob, index: tuple[int, ...]):
+def _submit(client: Client, job: BlockJob, index: tuple[int, ...]):
     return client.submit(_indexed_block, job, index, pure=False, retries=2, key=f"predict-block-{'-'.join(map(str, index))}-{os.urandom(4).hex()}")
 
 

@@ -33,21 +33,31 @@ class Block:
     pad: tuple[tuple[int, int], ...]  # reflect padding before/after ``read`` to make the tile
     offset: tuple[int, ...]  # position of the core inside the tile
 
+    def crop(self, tile: np.ndarray) -> np.ndarray:
+        """The core of an output tile computed on this block's input tile."""
+        return tile[tuple(slice(o, o + s.stop - s.start) for o, s in zip(self.offset, self.core))]
+
 
 @dataclass(frozen=True)
 class BlockPlan:
+    """``factor`` is one down-sampling factor for every axis, or one per axis (a 2-D network on a
+    stack of images has factor 1 and no halo along the stack axis)."""
+
     shape: Shape
     block: Shape
     halo: Shape
-    factor: int
+    factor: int | Shape
 
     def __post_init__(self) -> None:
+        if isinstance(self.factor, int):
+            object.__setattr__(self, "factor", (self.factor,) * len(self.shape))
         for name, values in (("block", self.block), ("halo", self.halo)):
-            bad = [v for v in values if v % self.factor or v < 0]
+            bad = [(v, f) for v, f in zip(values, self.factor) if v % f or v < 0]
             if bad:
+                v, f = bad[0]
                 raise TomocareError(
-                    f"{name} {values} is not a multiple of the network's down-sampling factor {self.factor}; "
-                    f"nearest valid sizes: {nearest_valid(bad[0], self.factor)}"
+                    f"{name} {values} is not a multiple of the network's down-sampling factor {f}; "
+                    f"nearest valid sizes: {nearest_valid(v, f)}"
                 )
         if any(b < 1 for b in self.block):
             raise TomocareError(f"block {self.block} must be positive")
@@ -61,7 +71,7 @@ class BlockPlan:
         return int(np.prod(self.grid))
 
     def tile_shape(self, core: Shape) -> Shape:
-        return tuple(round_up(c, self.factor) + 2 * h for c, h in zip(core, self.halo))
+        return tuple(round_up(c, f) + 2 * h for c, h, f in zip(core, self.halo, self.factor))
 
     def blocks(self) -> Iterator[Block]:
         for index in np.ndindex(*self.grid):
@@ -69,10 +79,10 @@ class BlockPlan:
 
     def block_at(self, index: tuple[int, ...]) -> Block:
         core, read, pad, offset = [], [], [], []
-        for i, size, b, h in zip(index, self.shape, self.block, self.halo):
+        for i, size, b, h, f in zip(index, self.shape, self.block, self.halo, self.factor):
             start, stop = i * b, min((i + 1) * b, size)
             tile_start = start - h
-            tile_stop = start + round_up(stop - start, self.factor) + h
+            tile_stop = start + round_up(stop - start, f) + h
             lo, hi = max(tile_start, 0), min(tile_stop, size)
             core.append(slice(start, stop))
             read.append(slice(lo, hi))
@@ -113,3 +123,17 @@ def reflect_pad(tile: np.ndarray, pad: tuple[tuple[int, int], ...]) -> np.ndarra
         return tile
     mode = "reflect" if min(tile.shape) > 1 else "edge"
     return np.pad(tile, pad, mode=mode)
+
+
+def read_tiles(sources, block: Block) -> np.ndarray:
+    """The block's input tile from every source (lazy array-likes), stacked: ``(n_sources, *tile)``."""
+    return np.stack([reflect_pad(np.asarray(src[block.read], dtype=np.float32), block.pad) for src in sources])
+
+
+def network_geometry(ndim: int, net_ndim: int, halo: int, factor: int) -> tuple[Shape, Shape]:
+    """Per-axis halo and down-sampling factor of a ``net_ndim``-D network on an ``ndim``-D array:
+    a 2-D network on a stack of images needs no context and no alignment along the stack axis."""
+    flat = ndim - net_ndim
+    if flat < 0:
+        raise TomocareError(f"a {net_ndim}-D network cannot run on a {ndim}-D array")
+    return (0,) * flat + (halo,) * net_ndim, (1,) * flat + (factor,) * net_ndim

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
-from tomocare.predict.plan import Block, BlockPlan, reflect_pad, round_up
+from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles, reflect_pad, round_up
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -42,13 +42,26 @@ def run_tiles(
     return y.cpu().numpy()
 
 
+def run_network(
+    net: torch.nn.Module, tiles: np.ndarray, *, mean: float, std: float, precision: str = "fp32"
+) -> np.ndarray:
+    """The network on the tiles of every source (even, odd) in one batch, averaged.
+
+    ``tiles`` is ``(n_sources, *tile)``. A 2-D network takes a tile of a stack of images
+    ``(n_sources, n_images, y, x)`` as a batch of single images.
+    """
+    n, *tile = tiles.shape
+    if getattr(net, "ndim", 3) == 2:
+        out = run_tiles(net, tiles.reshape(-1, *tile[-2:]), mean=mean, std=std, precision=precision)
+        return out.reshape(n, *tile).mean(axis=0)
+    return run_tiles(net, tiles, mean=mean, std=std, precision=precision).mean(axis=0)
+
+
 def compute_block(
     net: torch.nn.Module, sources, block: Block, *, mean: float, std: float, precision: str = "fp32"
 ) -> np.ndarray:
-    """One block's output core: the tiles of every source (even, odd) in one batch, averaged."""
-    tiles = np.stack([reflect_pad(np.asarray(src[block.read], dtype=np.float32), block.pad) for src in sources])
-    out = run_tiles(net, tiles, mean=mean, std=std, precision=precision).mean(axis=0)
-    return out[tuple(slice(o, o + s.stop - s.start) for o, s in zip(block.offset, block.core))]
+    """One block's output core from in-memory sources (the reference the engine is tested against)."""
+    return block.crop(run_network(net, read_tiles(sources, block), mean=mean, std=std, precision=precision))
 
 
 def predict_whole(
@@ -59,8 +72,7 @@ def predict_whole(
     Tiled prediction must equal this; it is used by tests and benchmarks, not by the engine.
     """
     net = prepare(net)
-    plan = BlockPlan(volume.shape, tuple(round_up(s, factor) for s in volume.shape), (halo,) * volume.ndim, factor)
+    halos, factors = network_geometry(volume.ndim, getattr(net, "ndim", 3), halo, factor)
+    plan = BlockPlan(volume.shape, tuple(round_up(s, f) for s, f in zip(volume.shape, factors)), halos, factors)
     (block,) = list(plan.blocks())
-    tile = reflect_pad(volume[block.read], block.pad)
-    out = run_tiles(net, tile[None], mean=mean, std=std)[0]
-    return out[tuple(slice(h, h + s) for h, s in zip(block.offset, volume.shape))]
+    return block.crop(run_network(net, read_tiles((volume,), block), mean=mean, std=std))
