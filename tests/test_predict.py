@@ -151,3 +151,30 @@ def test_killed_worker_does_not_stop_the_run(tmp_path, small_model, halves):
         assert pids[0] not in c.run(os.getpid).values()  # the worker really died (and was replaced)
     result = np.asarray(zarr.open_group(str(tmp_path / "k.zarr"), mode="r")["0"][:])
     assert np.abs(result - _reference(model_dir, *halves)).max() <= 1e-5
+
+
+def test_baseline_on_the_engine_equals_whole_volume_filter(tmp_path, client, halves):
+    from scipy import ndimage
+
+    even, odd = halves
+    out = tmp_path / "gauss.zarr"
+    assert main(["baseline", "gaussian", str(even), str(out), "--odd", str(odd), "--param", "sigma=1.5", "--chunks", "32"]) == 0
+    average = (np.asarray(open_volume(even).array[...]) + np.asarray(open_volume(odd).array[...])) / 2
+    ref = ndimage.gaussian_filter(average, 1.5, mode="mirror", truncate=4.0)
+    assert np.abs(np.asarray(open_volume(out).array[...]) - ref).max() <= 1e-5
+    assert main(["baseline", "gaussian", str(even), str(tmp_path / "x.zarr"), "--param", "sigma"]) == 2
+
+
+def test_2d_network_on_an_image_stack(tmp_path, client):
+    torch.manual_seed(5)
+    net = UNet(ndim=2, depth=2, base_channels=4)
+    model = save_model(tmp_path / "m2d", net, mean=0.0, std=1.0, voxel_size=10.0, patch_size=32, trained_on=["test"]) or tmp_path / "m2d"
+    stack = np.random.default_rng(1).normal(size=(5, 70, 66)).astype(np.float32)
+    src = write_test_mrc(tmp_path / "stack.mrc", stack, voxel_size=(10.0,) * 3)
+    setup = setup_prediction(model, [src], tmp_path / "s.zarr", chunks=32)
+    assert setup.plan.halo[0] == 0 and setup.plan.factor[0] == 1
+    predict(setup, client)
+    out = np.asarray(open_volume(tmp_path / "s.zarr").array[...])
+    net, info = load_model(model)
+    ref = np.stack([predict_whole(net, img, halo=info.halo, factor=info.downsampling_factor) for img in stack])
+    assert np.abs(out - ref).max() <= 1e-5
