@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -72,3 +73,20 @@ def test_simulate_then_info_finds_the_pair(tmp_path, client, capsys):
     assert "1 pairs" in capsys.readouterr().out
     assert main(["simulate", str(tmp_path / "d"), "--n", "1", "--shape", "16", "32", "32"]) == 2
     assert "output exists" in capsys.readouterr().err
+
+
+def test_config_example_is_valid_and_bad_values_are_one_line(tmp_path, capsys):
+    example = tmp_path / "settings.toml"
+    assert main(["config", "--example", "--out", str(example)]) == 0
+    text = example.read_text()
+    assert "[train]" in text and "[predict]" in text and "[denoise]" in text and "# edge of the cubic patches" in text
+    capsys.readouterr()
+    assert main(["config", str(example)]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["train"]["patch_size"] == 64 and resolved["predict"]["chunks"] == 128
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\npatch_size = 2\n[predict]\nsmoothing = 1\n")
+    assert main(["config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.patch_size" in err and "predict.smoothing" in err
+    assert main(["config", "--example", "--out", str(example)]) == 2  # exists: not overwritten

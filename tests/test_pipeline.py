@@ -92,3 +92,64 @@ def test_empty_directory_is_an_error(tmp_path, capsys):
     assert main(["denoise", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no even/odd pairs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _fill_disk_when_writing(client, name: str | None) -> None:
+    """On every worker, make block writes into outputs named ``name`` fail as a full disk would
+    (``None`` frees the space again)."""
+
+    def install():
+        import errno
+
+        from tomocare.predict import engine
+
+        original = engine.__dict__.setdefault("_original_run_block", engine.run_block)
+
+        def full(job, index):
+            if name in str(job.target.store_path):
+                raise OSError(errno.ENOSPC, "No space left on device", str(job.target.store_path))
+            return original(job, index)
+
+        engine.run_block = original if name is None else full
+
+    client.run(install)
+
+
+def test_full_disk_stops_with_a_clear_error_and_resumes(tmp_path, dataset, model, client, capsys):
+    out = tmp_path / "out"
+    args = ["denoise", str(dataset), "--out", str(out), "--model", str(model), "--chunks", "32", "--no-mrc"]
+    _fill_disk_when_writing(client, "tomo_001")
+    try:
+        assert main(args) == 2
+    finally:
+        _fill_disk_when_writing(client, None)
+    err = capsys.readouterr().err
+    assert "no space left on device while writing tomo_001" in err and "rerun the same command" in err
+    state = _state(out)
+    assert state["tomo_000"]["status"] == "done" and state["tomo_001"]["status"] == "failed"
+    assert "tomo_002" not in state  # the run stopped instead of failing every remaining tomogram
+    first = (out / "tomo_000.zarr" / "zarr.json").stat().st_mtime_ns
+    assert main(args) == 0  # space freed: the rerun finishes the rest
+    assert (out / "tomo_000.zarr" / "zarr.json").stat().st_mtime_ns == first
+    assert all(s["status"] == "done" for s in _state(out).values())
+
+
+def test_per_tomogram_training(tmp_path, dataset, client):
+    subset = tmp_path / "data"
+    subset.mkdir()
+    for f in dataset.glob("tomo_00[01]_*"):
+        (subset / f.name).symlink_to(f)
+    (tmp_path / "s.toml").write_text(
+        "[train]\npatch_size = 16\ndepth = 1\nbase_channels = 4\nn_patches = 16\nn_val_patches = 4\n"
+        "batch_size = 4\nmax_steps = 4\nsteps_per_epoch = 2\n[denoise]\nmrc = false\n"
+    )
+    out = tmp_path / "out"
+    assert main(["denoise", str(subset), "--out", str(out), "--config", str(tmp_path / "s.toml"),
+                 "--per-tomogram", "--chunks", "32"]) == 0
+    for name in ("tomo_000", "tomo_001"):
+        trained_on = json.loads((out / "models" / name / "model.json").read_text())["trained_on"]
+        assert trained_on and all(name in t for t in trained_on)
+        assert (out / f"{name}.zarr").exists() and not (out / f"{name}_denoised.mrc").exists()
+    assert not (out / "model").exists()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["denoise"]["per_tomogram"] is True and saved["train"]["max_steps"] == 4 and "version" in saved

@@ -138,7 +138,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("model"),
     even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
     odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of training settings (see 'tomocare train --help').")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example').")] = None,
     patch_size: Annotated[Optional[int], typer.Option(help="Patch edge in voxels [64].")] = None,
     n_patches: Annotated[Optional[int], typer.Option(help="Training patches per tomogram [1200].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Patches per step [16].")] = None,
@@ -155,17 +155,14 @@ def train(
     """Train a Noise2Noise 3-D U-Net on even/odd half tomograms; patches are read by dask workers."""
     from tomocare.io.discover import check_voxel_sizes
     from tomocare.io.stats import Stats
-    from tomocare.train.config import TrainConfig
     from tomocare.train.loop import train as run_training
 
-    settings = json.loads(config.read_text()) if config is not None else {}
+    from tomocare.config import load_settings
+
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
-                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        cfg = TrainConfig(progress=sys.stderr.isatty(), **settings)
-    except ValueError as err:
-        raise TomocareError(f"training settings: {' '.join(str(err).split())}") from None
+                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed,
+                     progress=sys.stderr.isatty())
+    cfg = load_settings(config, train=overrides).train
     pairs = _pairs(dataset, even or [], odd or [])
     voxel_size = check_voxel_sizes(pairs)
     stored = [v.stats for p in pairs for v in (p.even, p.odd)]
@@ -188,10 +185,11 @@ def predict(
     input: Annotated[Optional[Path], typer.Option("--input", help="A single tomogram instead of --even/--odd.")] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Annotated[Optional[int], typer.Option(help="Output block edge per task (a multiple of --chunks; default --chunks).")] = None,
-    chunks: Annotated[int, typer.Option(help="Output chunk edge in voxels.")] = 128,
-    dtype: Annotated[str, typer.Option(help="Output dtype: float32 or float16.")] = "float32",
-    precision: Annotated[str, typer.Option(help="Network arithmetic on GPUs: fp32, bf16 or fp16 (CPU always fp32).")] = "fp32",
-    strict: Annotated[bool, typer.Option(help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = False,
+    chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Output dtype: float32 or float16 [float32].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Network arithmetic on GPUs: fp32, bf16 or fp16 (CPU always fp32) [fp32].")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
@@ -208,7 +206,10 @@ def predict(
     inputs = [input] if input is not None else [p for p in (even, odd) if p is not None]
     if input is None and len(inputs) != 2:
         raise TomocareError("give --even and --odd (or --input for a single volume)")
-    setup = setup_prediction(model, inputs, out, block=block, chunks=chunks, dtype=dtype, strict=strict, precision=precision)
+    from tomocare.config import load_settings
+
+    opts = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision, strict=strict)).predict
+    setup = setup_prediction(model, inputs, out, **opts.model_dump())
     if dry_run:
         typer.echo(json.dumps(setup.describe(), indent=2))
         return
@@ -299,27 +300,27 @@ def denoise(
     dataset: Annotated[Path, typer.Argument(help="Dataset directory with even/odd half tomograms.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
     model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of training settings.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; see 'tomocare config --example').")] = None,
     train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds.")] = None,
-    mrc: Annotated[bool, typer.Option(help="Also write NAME_denoised.mrc beside NAME.zarr.")] = True,
-    chunks: Annotated[int, typer.Option(help="Output chunk edge in voxels.")] = 128,
-    allow_mixed: Annotated[bool, typer.Option(help="Accept tomograms of different voxel sizes.")] = False,
+    per_tomogram: Annotated[Optional[bool], typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds (per model).")] = None,
+    mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help="Also write NAME_denoised.mrc beside NAME.zarr [yes].")] = None,
+    chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
+    allow_mixed: Annotated[Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")] = None,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
     """Denoise a whole dataset: train one model on all tomograms, predict each, write a report. Resumable."""
+    from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
-    from tomocare.train.config import TrainConfig
 
-    settings = json.loads(config.read_text()) if config is not None else {}
-    if time_limit is not None:
-        settings["time_limit"] = time_limit
-    try:
-        train_cfg = TrainConfig(**{"progress": sys.stderr.isatty(), **settings})
-    except ValueError as err:
-        raise TomocareError(f"training settings: {' '.join(str(err).split())}") from None
-    options = DenoiseOptions(model=model, train=train_cfg, train_on=train_on, mrc=mrc, chunks=chunks, allow_mixed=allow_mixed)
+    settings = load_settings(
+        config,
+        train={"time_limit": time_limit, "progress": sys.stderr.isatty()},
+        predict={"chunks": chunks},
+        denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
+    )
+    options = DenoiseOptions(model=model, settings=settings)
     with _client(scheduler, workers) as client:
         rows = denoise_dataset(dataset, out, options=options, client=client)
     failed = _print_summary(rows, out)
@@ -334,9 +335,9 @@ def demo(
     workers: Workers = None,
 ) -> None:
     """Simulate a small dataset and denoise it end to end (a few minutes on a laptop), then print the figures."""
+    from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
     from tomocare.simulate import simulate_dataset
-    from tomocare.train.config import TrainConfig
 
     data = out / "data"
     with _client(None, workers) as client:
@@ -344,9 +345,35 @@ def demo(
             typer.echo(f"simulating 2 tomograms (96 x 192 x 192, SNR 0.1) in {data} ...")
             simulate_dataset(data, n_tomograms=2, shape=(96, 192, 192), snr=0.1, seed=0, overwrite=True)
         typer.echo(f"training for at most {time_limit:g} s, then predicting both tomograms ...")
-        options = DenoiseOptions(train=TrainConfig(**DEMO_TRAINING, time_limit=time_limit, progress=sys.stderr.isatty()))
+        settings = load_settings(None, train={**DEMO_TRAINING, "time_limit": time_limit, "progress": sys.stderr.isatty()})
+        options = DenoiseOptions(settings=settings)
         rows = denoise_dataset(data, out / "results", options=options, client=client)
     _print_summary(rows, out / "results")
+
+
+@app.command()
+def config(
+    path: Annotated[Optional[Path], typer.Argument(help="A settings file to check; prints the resolved settings.")] = None,
+    example: Annotated[bool, typer.Option("--example", help="Print a commented settings file with every default.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the example here instead of printing it.")] = None,
+) -> None:
+    """Write a commented example settings file, or check one and print what it resolves to."""
+    from tomocare.config import example as example_text
+    from tomocare.config import load_settings
+
+    if example:
+        if out is not None:
+            from tomocare.io.atomic import check_output
+
+            check_output(out, overwrite=False)
+            out.write_text(example_text())
+            typer.echo(f"wrote {out}")
+        else:
+            typer.echo(example_text(), nl=False)
+        return
+    if path is None:
+        raise TomocareError("give a settings file to check, or --example")
+    typer.echo(json.dumps(load_settings(path).model_dump(), indent=2))
 
 
 @app.command()

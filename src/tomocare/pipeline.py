@@ -8,6 +8,7 @@ A tomogram that fails (corrupt file, mismatched halves) is reported and skipped;
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from tomocare.errors import TomocareError
 from tomocare.io.discover import Discovery, VolumePair, check_voxel_sizes, discover_pairs, open_pair
 from tomocare.io.stats import Stats
 from tomocare.io.volume import Volume, open_volume
-from tomocare.train.config import TrainConfig
+from tomocare.config import Settings
 
 log = logging.getLogger(__name__)
 STATE = "state.json"
@@ -34,12 +35,7 @@ REPORT_CROP = 128  # edge of the central sub-volume used for FSC and PSNR in the
 @dataclass
 class DenoiseOptions:
     model: Path | None = None  # reuse this model instead of training
-    train: TrainConfig = field(default_factory=TrainConfig)
-    train_on: int | None = None  # train on the first N tomograms only
-    mrc: bool = True  # also write NAME_denoised.mrc
-    chunks: int = 128
-    block: int | None = None
-    allow_mixed: bool = False
+    settings: Settings = field(default_factory=Settings)  # [train], [predict], [denoise]
 
 
 class State:
@@ -75,18 +71,18 @@ def _open_all(found: Discovery, dataset: Path, state: State) -> tuple[list[Volum
     return good, failed
 
 
-def _train_model(pairs: list[VolumePair], out_dir: Path, options: DenoiseOptions, voxel_size: float, client: Client) -> Path:
+def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptions, voxel_size: float, client: Client) -> Path:
     from tomocare.train.loop import train
 
-    model_dir = out_dir / "model"
     if (model_dir / "model.json").exists() and not (model_dir / "checkpoint.pt").exists():
         return model_dir  # finished in an earlier run
-    subset = pairs[: options.train_on] if options.train_on else pairs
+    train_on = options.settings.denoise.train_on
+    subset = pairs[:train_on] if train_on else pairs
     stored = [v.stats for p in subset for v in (p.even, p.odd)]
     norm = Stats.merge(stored) if all(s is not None for s in stored) else None
     resume = (model_dir / "checkpoint.pt").exists()
     train(
-        [(p.even.array, p.odd.array) for p in subset], model_dir, config=options.train, client=client,
+        [(p.even.array, p.odd.array) for p in subset], model_dir, config=options.settings.train, client=client,
         mean=norm.mean if norm else None, std=norm.std if norm else None, voxel_size=voxel_size,
         names=[p.name for p in subset], resume=resume,
     )
@@ -107,14 +103,15 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     pairs, rows = _open_all(found, dataset, state)
     if not pairs:
         raise TomocareError(f"{dataset}: no readable even/odd pairs ({'; '.join(r['error'] for r in rows)})")
-    voxel_size = check_voxel_sizes(pairs, allow_mixed=options.allow_mixed)
+    settings = options.settings
+    voxel_size = check_voxel_sizes(pairs, allow_mixed=settings.denoise.allow_mixed)
     (out_dir / "config.json").write_text(json.dumps(
-        {"version": __version__, "dataset": str(dataset), "train": options.train.model_dump(),
-         **{k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items() if k != "train"}},
-        indent=2) + "\n")
-    model_dir = options.model or _train_model(pairs, out_dir, options, voxel_size, client)
-    if (model_dir / "loss.png").exists():
-        shutil.copyfile(model_dir / "loss.png", out_dir / "report" / "training_loss.png")
+        {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
+         **settings.model_dump()}, indent=2) + "\n")
+    shared_model = None
+    if options.model is None and not settings.denoise.per_tomogram:
+        shared_model = _train_model(pairs, out_dir / "model", options, voxel_size, client)
+        _copy_loss(shared_model, out_dir / "report" / "training_loss.png")
 
     for pair in pairs:
         done = state.tomogram(pair.name)
@@ -125,14 +122,25 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             rows.append(done | {"name": pair.name})
             continue
         try:
-            setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, chunks=options.chunks, block=options.block)
+            model_dir = options.model or shared_model
+            if model_dir is None:  # --per-tomogram
+                model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1], client)
+                _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
+            setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, **settings.predict.model_dump())
             predict(setup, client, overwrite=True)
-            if options.mrc:
+            if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)
             entry = {"status": "done", "output": str(zarr_out), **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
         except (TomocareError, OSError, ValueError) as err:
             log.debug("%s", traceback.format_exc())
             entry = {"status": "failed", "error": " ".join(str(err).split())}
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                state.set(pair.name, **entry)
+                finished = sum(1 for r in rows if r.get("status") == "done")
+                raise TomocareError(
+                    f"{out_dir}: no space left on device while writing {pair.name}; the {finished} tomograms "
+                    "finished before are intact — free space and rerun the same command to resume"
+                ) from None
         state.set(pair.name, **entry)
         rows.append(entry | {"name": pair.name})
 
@@ -140,6 +148,11 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     write_summary(rows, out_dir / "report")
     return rows
+
+
+def _copy_loss(model_dir: Path, target: Path) -> None:
+    if (model_dir / "loss.png").exists():
+        shutil.copyfile(model_dir / "loss.png", target)
 
 
 def _central(volume: Volume, edge: int) -> tuple[slice, ...]:

@@ -1,0 +1,105 @@
+"""One settings file for every command: ``[train]``, ``[predict]`` and ``[denoise]`` sections.
+
+TOML (commented, what ``tomocare config --example`` writes) or JSON with the same structure.
+Every key is optional; command-line options override the file; the resolved settings are
+saved beside the outputs with the package version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tomocare.errors import TomocareError
+from tomocare.train.config import TrainConfig
+
+
+class PredictSettings(BaseModel):
+    """Block-wise prediction (``predict``, and the prediction step of ``denoise``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    block: int | None = Field(None, ge=1, description="output block edge per task, a multiple of chunks (default: chunks; larger blocks waste less on halos, need more memory)")
+    chunks: int = Field(128, ge=8, description="output chunk edge, voxels")
+    dtype: Literal["float32", "float16"] = Field("float32", description="output data type")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="network arithmetic on GPUs (CPUs always use fp32)")
+    strict: bool = Field(False, description="refuse inputs whose voxel size differs from the model's training data by more than 10%")
+
+
+class DenoiseSettings(BaseModel):
+    """The dataset job (``denoise``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_on: int | None = Field(None, ge=1, description="train on the first N tomograms only (large datasets)")
+    per_tomogram: bool = Field(False, description="train one model per tomogram instead of one for the dataset")
+    mrc: bool = Field(True, description="also write NAME_denoised.mrc beside NAME.zarr")
+    allow_mixed: bool = Field(False, description="accept tomograms of different voxel sizes")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    predict: PredictSettings = Field(default_factory=PredictSettings)
+    denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
+
+
+def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
+    """Settings from a TOML or JSON file (or defaults), with ``sections`` (e.g. ``train={...}``)
+    overriding its keys; a bad file or value raises a one-line TomocareError."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise TomocareError(f"{path}: no such settings file")
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise TomocareError(f"{path}: not a valid {'JSON' if path.suffix == '.json' else 'TOML'} file ({err})") from None
+        if not isinstance(data, dict):
+            raise TomocareError(f"{path}: expected sections [train], [predict], [denoise]")
+    for name, values in sections.items():
+        data.setdefault(name, {}).update({k: v for k, v in values.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        where = f"{path}: " if path is not None else ""
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise TomocareError(f"{where}{problems}") from None
+
+
+def example() -> str:
+    """A commented TOML file of every setting at its default."""
+    lines = [
+        "# tomocare settings: every key is optional, command-line options override them.",
+        "# Use with --config FILE on train, predict and denoise.",
+    ]
+    for name, field in Settings.model_fields.items():
+        section = field.default_factory()
+        lines += ["", f"[{name}]", *_describe(type(section).__doc__ or "", "# ")]
+        for key, info in type(section).model_fields.items():
+            if info.description:
+                lines.append(f"# {info.description}")
+            value = getattr(section, key)
+            lines.append(f"# {key} = " if value is None else f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(doc: str, prefix: str) -> list[str]:
+    first = doc.strip().split("\n\n")[0]
+    return [prefix + " ".join(first.split())] if first else []
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
