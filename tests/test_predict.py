@@ -178,3 +178,14 @@ def test_2d_network_on_an_image_stack(tmp_path, client):
     net, info = load_model(model)
     ref = np.stack([predict_whole(net, img, halo=info.halo, factor=info.downsampling_factor) for img in stack])
     assert np.abs(out - ref).max() <= 1e-5
+
+
+def test_block_grows_to_fill_the_gpu_memory_given(model_dir, halves):
+    even, odd = halves
+    small = setup_prediction(model_dir, [even, odd], "o.zarr", chunks=16)
+    assert small.plan.block == (16, 16, 16)
+    roomy = setup_prediction(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=2 * 3 * small.memory_per_task)
+    assert roomy.plan.block[0] > 16 and roomy.memory_per_task <= 3 * small.memory_per_task
+    assert all(b % 16 == 0 or b >= n for b, n in zip(roomy.plan.block, SHAPE))
+    huge = setup_prediction(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=10**15)
+    assert huge.plan.n_blocks == 1

@@ -198,8 +198,8 @@ def predict(
     """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
     from tomocare.io.atomic import check_output
     from tomocare.io.convert import export_mrc
+    from tomocare.predict.engine import gpu_free_memory, setup_prediction
     from tomocare.predict.engine import predict as run_prediction
-    from tomocare.predict.engine import setup_prediction
 
     if input is not None and (even or odd):
         raise TomocareError("give either --input or --even and --odd, not both")
@@ -220,6 +220,8 @@ def predict(
     with _client(scheduler, workers) as client:
         if client.dashboard_link:
             typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
+        if opts.block is None and (free := gpu_free_memory(client)):
+            setup = setup_prediction(model, inputs, out, **opts.model_dump(), free_memory=free)
         stats = run_prediction(setup, client, overwrite=overwrite, progress=sys.stderr.isatty())
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)

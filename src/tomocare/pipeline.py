@@ -93,7 +93,7 @@ def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptio
 def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, options: DenoiseOptions, client: Client) -> list[dict]:
     """Denoise every tomogram of ``dataset`` into ``out_dir``; return one summary row per tomogram."""
     from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import predict, setup_prediction
+    from tomocare.predict.engine import gpu_free_memory, predict, setup_prediction
 
     dataset, out_dir = Path(dataset), Path(out_dir)
     found = discover_pairs(dataset)
@@ -108,6 +108,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     (out_dir / "config.json").write_text(json.dumps(
         {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
          **settings.model_dump()}, indent=2) + "\n")
+    free_memory = gpu_free_memory(client) if settings.predict.block is None else None
     shared_model = None
     if options.model is None and not settings.denoise.per_tomogram:
         shared_model = _train_model(pairs, out_dir / "model", options, voxel_size, client)
@@ -126,7 +127,8 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             if model_dir is None:  # --per-tomogram
                 model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1], client)
                 _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
-            setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, **settings.predict.model_dump())
+            setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, **settings.predict.model_dump(),
+                                     free_memory=free_memory)
             predict(setup, client, overwrite=True)
             if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)

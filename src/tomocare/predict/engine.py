@@ -169,8 +169,14 @@ def setup_prediction(
     dtype: str = "float32",
     strict: bool = False,
     precision: str = "fp32",
+    free_memory: int | None = None,
 ) -> PredictionSetup:
-    """Open and check the model and inputs; build the block plan. Reads no voxel data."""
+    """Open and check the model and inputs; build the block plan. Reads no voxel data.
+
+    With ``free_memory`` (bytes of the workers' GPUs, see ``gpu_free_memory``) and no ``block``,
+    the block is the largest multiple of ``chunks`` whose task fits in half of it: larger blocks
+    waste less on halos (computed/output ratio 2.97 at 128, 1.81 at 256, 1.50 at 384 for halo 28).
+    """
     from tomocare.train.model_file import load_model
 
     model_dir, out = Path(model_dir), Path(out)
@@ -194,13 +200,37 @@ def setup_prediction(
         halo, factor = network_geometry(len(volumes[0].shape), net_ndim, info.halo, info.downsampling_factor)
     except TomocareError as err:
         raise TomocareError(f"{volumes[0].path}: {err} (use a {len(volumes[0].shape)}-D model)") from None
-    plan, chunk_shape = _block_plan(volumes[0].shape, chunks, block, halo, factor)
-    tile = plan.tile_shape(plan.block)
     # Rough peak of one task: input tiles, and ~4 full-resolution feature maps per input tile.
-    memory = int(np.prod(tile)) * 4 * len(volumes) * (2 + 4 * info.config.get("base_channels", 16))
+    bytes_per_voxel = 4 * len(volumes) * (2 + 4 * info.config.get("base_channels", 16))
+    if block is None and free_memory:
+        block = _largest_block(volumes[0].shape, chunks, halo, factor, bytes_per_voxel, free_memory // 2)
+    plan, chunk_shape = _block_plan(volumes[0].shape, chunks, block, halo, factor)
+    memory = int(np.prod(plan.tile_shape(plan.block))) * bytes_per_voxel
     operator = NetworkOperator(str(model_dir.resolve()), precision)
     identity = (model_dir / "model.json").read_text()  # names the weights' checksum
     return PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory)
+
+
+def _largest_block(shape, chunks: int, halo, factor, bytes_per_voxel: int, budget: int) -> int:
+    best = chunks
+    for edge in range(2 * chunks, round_up(max(shape), chunks) + 1, chunks):
+        tile = [min(edge, round_up(s, f)) + 2 * h for s, h, f in zip(shape, halo, factor)]
+        if np.prod(tile) * bytes_per_voxel > budget:
+            break
+        best = edge
+    return best
+
+
+def gpu_free_memory(client: Client) -> int | None:
+    """The least free GPU memory over the cluster's workers, in bytes; None without GPUs."""
+
+    def free() -> int | None:
+        import torch
+
+        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+
+    values = [v for v in client.run(free).values() if v]
+    return min(values) if values else None
 
 
 def setup_filter(
