@@ -1,0 +1,143 @@
+"""Metrics against a reference, block by block: whole-volume values and sub-volume percentiles.
+
+Inputs are array-likes (numpy, ``MrcArray``, zarr): only one block (plus the SSIM window) of
+each is in memory at a time, so any volume size works and the whole-volume values are exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tomocare.errors import TomocareError
+from tomocare.evaluate.metrics import Moments
+from tomocare.evaluate.ssim import SSIM_SIGMA, ssim_map, ssim_radius
+
+PERCENTILES = (5, 50, 95)
+METRICS = ("psnr_db", "ssim", "nrmse", "mse")
+
+
+@dataclass
+class ReferenceMetrics:
+    """Whole-volume metrics and their 5th/50th/95th percentiles over sub-volumes (cubes)."""
+
+    whole: dict[str, float]
+    percentiles: dict[str, dict[str, float]]  # metric -> {"p5": .., "p50": .., "p95": ..}
+    cube: int
+    n_cubes: int
+    fit: tuple[float, float] | None  # (scale, offset) applied to x, when fitted
+    data_range: float
+    per_cube: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "whole": self.whole,
+            "percentiles_over_subvolumes": self.percentiles,
+            "subvolume_edge": self.cube,
+            "n_subvolumes": self.n_cubes,
+            "affine_fit": {"scale": self.fit[0], "offset": self.fit[1]} if self.fit else None,
+            "data_range": self.data_range,
+        }
+
+
+def _blocks(shape: tuple[int, ...], block: int):
+    for start in itertools.product(*(range(0, n, block) for n in shape)):
+        yield tuple(slice(s, min(s + block, n)) for s, n in zip(start, shape))
+
+
+def _read(arr, sl) -> np.ndarray:
+    return np.asarray(arr[sl], dtype=np.float64)
+
+
+def compare_to_reference(
+    x,
+    reference,
+    *,
+    fit: bool = True,
+    data_range: float | None = None,
+    cube: int = 64,
+    block: int = 128,
+    name: str = "reference",
+) -> ReferenceMetrics:
+    """PSNR (dB), SSIM (3-D), NRMSE (over the reference's std) and MSE of ``x`` against ``reference``.
+
+    With ``fit``, ``x`` is first mapped to ``a x + b`` (least squares over the whole volume).
+    ``data_range`` (PSNR peak, SSIM's L) defaults to the reference's max - min. The
+    percentiles are over the complete, non-overlapping cubes of edge ``cube`` tiling the
+    volume from its origin; a cube's SSIM is the mean of the volume's SSIM map over it, and
+    its NRMSE uses the cube's own reference std. Raises TomocareError if the reference holds
+    NaN or infinite values.
+    """
+    shape = tuple(reference.shape)
+    if tuple(x.shape) != shape:
+        raise TomocareError(f"{name}: shape {shape} differs from the volume's {tuple(x.shape)}")
+    block = max(cube, (block // cube) * cube)
+    moments = Moments()
+    for sl in _blocks(shape, block):
+        xb, rb = _read(x, sl), _read(reference, sl)
+        if not np.isfinite(rb).all():
+            raise TomocareError(f"{name}: NaN or infinite values in the reference (first in block {_where(sl)})")
+        if not np.isfinite(xb).all():
+            raise TomocareError(f"{name}: NaN or infinite values in the compared volume (block {_where(sl)})")
+        moments = moments + Moments.of(xb, rb)
+    a, b = moments.fit() if fit else (1.0, 0.0)
+    peak = float(moments.r_max - moments.r_min) if data_range is None else float(data_range)
+    if not peak > 0:
+        raise TomocareError(f"{name}: the reference is constant (data range 0)")
+
+    pad = ssim_radius(SSIM_SIGMA)
+    valid = tuple(slice(pad, n - pad) for n in shape)
+    sq_err, ssim_sum, ssim_count = 0.0, 0.0, 0
+    per_cube: dict[str, list[float]] = {m: [] for m in METRICS}
+    for sl in _blocks(shape, block):
+        ctx = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, shape))
+        xc, rc = a * _read(x, ctx) + b, _read(reference, ctx)
+        core = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(sl, ctx))
+        err = (xc[core] - rc[core]) ** 2
+        sq_err += float(err.sum())
+        smap = ssim_map(xc, rc, peak) if min(xc.shape) > 1 else np.ones_like(xc)
+        inside = _intersect(sl, valid)  # volume coordinates of the core's voxels that count for SSIM
+        if inside is not None:
+            local = tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inside, ctx))
+            ssim_sum += float(smap[local].sum())
+            ssim_count += int(np.prod([i.stop - i.start for i in inside]))
+        for cube_sl in _blocks(tuple(s.stop - s.start for s in sl), cube):
+            if any(c.stop - c.start < cube for c in cube_sl):
+                continue
+            vol_sl = tuple(slice(s.start + c.start, s.start + c.stop) for s, c in zip(sl, cube_sl))
+            cube_err = float(err[cube_sl].mean())
+            r_cube = rc[tuple(slice(v.start - c.start, v.stop - c.start) for v, c in zip(vol_sl, ctx))]
+            per_cube["mse"].append(cube_err)
+            per_cube["psnr_db"].append(_psnr(peak, cube_err))
+            per_cube["nrmse"].append(float(np.sqrt(cube_err) / r_cube.std()) if r_cube.std() > 0 else float("nan"))
+            cube_in = _intersect(vol_sl, valid)
+            if cube_in is not None:
+                local = tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(cube_in, ctx))
+                per_cube["ssim"].append(float(smap[local].mean()))
+    n = int(np.prod(shape))
+    whole_mse = sq_err / n
+    whole = {
+        "psnr_db": _psnr(peak, whole_mse),
+        "ssim": ssim_sum / ssim_count if ssim_count else float("nan"),
+        "nrmse": float(np.sqrt(whole_mse) / moments.reference_std) if moments.reference_std > 0 else float("nan"),
+        "mse": whole_mse,
+    }
+    percentiles = {
+        m: {f"p{q}": float(np.nanpercentile(v, q)) for q in PERCENTILES} for m, v in per_cube.items() if len(v)
+    }
+    return ReferenceMetrics(whole, percentiles, cube, len(per_cube["mse"]), (a, b) if fit else None, peak, per_cube)
+
+
+def _psnr(peak: float, mse: float) -> float:
+    return float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")
+
+
+def _intersect(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...] | None:
+    out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
+    return out if all(s.stop > s.start for s in out) else None
+
+
+def _where(sl: tuple[slice, ...]) -> str:
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in sl) + "]"
