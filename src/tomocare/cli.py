@@ -263,15 +263,22 @@ def baseline(
     from tomocare.predict.engine import predict as run_blocks
     from tomocare.predict.engine import setup_filter
 
-    filt = make_filter(method, **_parse_params(param or []))
-    setup = setup_filter(filt, [input] if odd is None else [input, odd], out, block=block, chunks=chunks)
-    if dry_run:
-        typer.echo(json.dumps({"filter": filt.describe(), **setup.describe()}, indent=2))
-        return
-    check_output(out, overwrite=overwrite)
-    if mrc is not None:
-        check_output(mrc, overwrite=overwrite)
+    params = _parse_params(param or [])
+    make_filter(method, **params)  # a bad method or parameter fails before any cluster starts
+    inputs = [input] if odd is None else [input, odd]
     with _client(scheduler, workers) as client:
+        if method == "nad" and "scale" not in params:  # NAD's contrast is in units of the data's std
+            from tomocare.io.volume import compute_stats, open_volume
+
+            params["scale"] = compute_stats(open_volume(input)).std
+        filt = make_filter(method, **params)
+        setup = setup_filter(filt, inputs, out, block=block, chunks=chunks)
+        if dry_run:
+            typer.echo(json.dumps({"filter": filt.describe(), **setup.describe()}, indent=2))
+            return
+        check_output(out, overwrite=overwrite)
+        if mrc is not None:
+            check_output(mrc, overwrite=overwrite)
         stats = run_blocks(setup, client, overwrite=overwrite, progress=sys.stderr.isatty())
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)
@@ -466,5 +473,7 @@ def main(argv: list[str] | None = None) -> int:
 # Commands kept in their own modules register themselves on ``app`` when imported.
 from tomocare import cli_evaluate, cli_tilt  # noqa: E402,F401
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the importable module, on whose app every command registered
+    from tomocare.cli import main as _main
+
+    sys.exit(_main())
