@@ -173,9 +173,10 @@ def _planes(array, shape) -> dict[str, np.ndarray]:
 
 def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, report_dir: Path) -> dict:
     """Orthoslices, FSC before/after on a central sub-volume, and PSNR when a clean volume exists."""
-    from tomocare.evaluate.fsc import fsc
+    from tomocare.evaluate.fsc import fsc, write_fsc_csv
     from tomocare.evaluate.metrics import psnr
-    from tomocare.evaluate.report import fsc_plot, orthoslices
+    from tomocare.evaluate.plots import fsc_figure
+    from tomocare.evaluate.report import orthoslices
     from tomocare.predict.tiles import predict_whole
     from tomocare.train.model_file import load_model
 
@@ -187,8 +188,10 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
                      for v in (even, odd))
     vs = pair.even.voxel_size[-1]
     raw_fsc, den_fsc = fsc(even, odd, vs), fsc(d_even, d_odd, vs)
-    fsc_plot({"raw halves": raw_fsc, "denoised halves": den_fsc}, report_dir / f"{pair.name}_fsc.png",
-             f"{pair.name}: FSC of even vs odd (central {'x'.join(map(str, even.shape))} voxels)")
+    curves = {"raw": raw_fsc, "denoised": den_fsc}
+    fsc_figure(curves, report_dir / f"{pair.name}_fsc.png",
+               f"{pair.name}: FSC of the even vs odd halves (central {'x'.join(map(str, even.shape))} voxels)")
+    write_fsc_csv(curves, report_dir / f"{pair.name}_fsc.csv")
 
     raw_planes = [_planes(v.array, v.shape) for v in (pair.even, pair.odd)]
     avg = {k: (raw_planes[0][k] + raw_planes[1][k]) / 2 for k in raw_planes[0]}
@@ -196,10 +199,6 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
     orthoslices({"raw (even+odd)/2": avg, "denoised": den}, report_dir / f"{pair.name}_slices.png",
                 f"{pair.name}: central orthoslices")
     row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_A": den_fsc.crossing(0.143)}
-    with open(report_dir / f"{pair.name}_fsc.csv", "w") as f:
-        f.write("frequency_per_A,resolution_A,fsc_raw,fsc_denoised\n")
-        for fr, a, b in zip(raw_fsc.frequency, raw_fsc.correlation, den_fsc.correlation):
-            f.write(f"{fr:.6g},{1 / fr:.4g},{a:.5f},{b:.5f}\n")
     clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"
     if clean_path.exists():  # simulated data carry their ground truth
         clean = np.asarray(open_volume(clean_path).array[crop], dtype=np.float32)

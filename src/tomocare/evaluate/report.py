@@ -1,4 +1,4 @@
-"""Pictures and tables for a denoising run: orthoslices, FSC curves, a summary page."""
+"""Pictures and tables for a denoising run: orthoslices and the summary (FSC figures: ``plots``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-
-from tomocare.evaluate.fsc import FSC  # noqa: E402
 
 
 def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> Path:
@@ -29,30 +26,6 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str) 
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def fsc_plot(curves: dict[str, FSC], path: Path, title: str) -> Path:
-    """FSC curves against spatial frequency (1/Å, with Å on top), the 0.143 line and crossings."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, curve in curves.items():
-        res = curve.crossing(0.143)
-        label = f"{name} (0.143 at {res:.1f} Å)" if res else f"{name} (above 0.143 to Nyquist)"
-        (line,) = ax.plot(curve.frequency, curve.correlation, label=label)
-        if res:
-            ax.axvline(1 / res, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.axhline(0.143, color="gray", linestyle="--", linewidth=1)
-    ax.text(0.99, 0.16, "0.143", transform=ax.get_yaxis_transform(), ha="right", color="gray", fontsize=9)
-    ax.set_xlabel("spatial frequency (1/Å), resolution")
-    ax.set_ylabel("Fourier shell correlation")
-    ax.set_ylim(-0.1, 1.02)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda f, _: f"{f:.3g}\n({1 / f:.0f} Å)" if f > 0 else "0"))
-    ax.set_title(title)
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
