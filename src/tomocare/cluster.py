@@ -1,22 +1,33 @@
 """The one place that starts or connects to dask.
 
-An existing scheduler (address or scheduler file) when given; else a ``LocalCUDACluster`` with one
-worker per GPU when GPUs and dask-cuda are present; else a ``LocalCluster`` of worker processes.
-A client that is already active in this process (a notebook, a test) is reused as it is.
+An existing scheduler (an address such as ``tcp://host:8786``, or the path of a scheduler file
+that ``dask scheduler --scheduler-file`` or dask-jobqueue wrote) when given; else a
+``LocalCUDACluster`` with one worker per GPU when GPUs and dask-cuda are present; else a
+``LocalCluster`` of worker processes. A client that is already active in this process (a notebook,
+a test) is reused as it is. Deployment on SLURM and Kubernetes: ``docs/clusters.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 from distributed import Client, LocalCluster, default_client
 
+from tomocare.errors import TomocareError
+
 log = logging.getLogger(__name__)
+
+#: Seconds to wait for a scheduler (and for a scheduler file to appear); ``TOMOCARE_CONNECT_TIMEOUT``
+#: overrides it, e.g. when the scheduler of a batch job is still starting.
+CONNECT_TIMEOUT = 10.0
 
 
 def gpu_count() -> int:
@@ -33,13 +44,22 @@ def gpu_count() -> int:
 
 
 def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory_limit: str):
-    if gpu_count():
+    gpus = gpu_count()
+    if gpus:
         try:
             from dask_cuda import LocalCUDACluster
-        except ImportError:
-            log.warning("GPUs found but dask-cuda is not installed (pip install 'tomocare[gpu]'); using CPU workers")
+        except ImportError as err:
+            log.warning("GPUs found but dask-cuda is not usable (%s; pip install 'tomocare[gpu]'); using CPU workers", err)
         else:
-            return LocalCUDACluster(threads_per_worker=threads_per_worker or 1, memory_limit=memory_limit)
+            log.info("local cluster: LocalCUDACluster, one worker per GPU (%d)", min(n_workers or gpus, gpus))
+            # Two threads per GPU worker: one task reads and writes its blocks while another runs
+            # the network (torch releases the GIL), so the GPU does not wait on storage.
+            return LocalCUDACluster(
+                n_workers=min(n_workers or gpus, gpus),
+                threads_per_worker=threads_per_worker or 2,
+                memory_limit=memory_limit,
+                dashboard_address=":0",
+            )
     cores = os.cpu_count() or 1
     threads = threads_per_worker or 1
     workers = n_workers or max(1, cores // threads)
@@ -59,6 +79,65 @@ def _active_client() -> Client | None:
         return None
 
 
+def connect_timeout() -> float:
+    """The connect timeout in seconds: ``TOMOCARE_CONNECT_TIMEOUT`` or ``CONNECT_TIMEOUT``."""
+    value = os.environ.get("TOMOCARE_CONNECT_TIMEOUT")
+    if value is None:
+        return CONNECT_TIMEOUT
+    try:
+        return float(value)
+    except ValueError:
+        raise TomocareError(f"TOMOCARE_CONNECT_TIMEOUT={value!r}: not a number of seconds") from None
+
+
+def _is_scheduler_file(scheduler: str) -> bool:
+    return "://" not in scheduler and (Path(scheduler).is_file() or scheduler.endswith(".json"))
+
+
+def scheduler_address(scheduler: str, timeout: float | None = None) -> str:
+    """The address named by ``--scheduler``: the address itself, or the one in a scheduler file.
+
+    A scheduler file that does not exist yet is waited for (a batch job may still be starting).
+    """
+    timeout = connect_timeout() if timeout is None else timeout
+    if _is_scheduler_file(scheduler):
+        path = Path(scheduler)
+        deadline = time.monotonic() + timeout
+        while not path.is_file():
+            if time.monotonic() > deadline:
+                raise TomocareError(f"{path}: no scheduler file after {timeout:g} s (is the scheduler running?)")
+            time.sleep(0.2)
+        try:
+            address = json.loads(path.read_text())["address"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise TomocareError(f"{path}: not a dask scheduler file ({type(err).__name__}: {err})") from None
+    else:
+        address = scheduler
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        protocol, location = parse_address(address)
+        if protocol in ("tcp", "tls", "ucx", "ucxx"):
+            parse_host_port(location)
+    except ValueError as err:
+        raise TomocareError(f"{scheduler}: not a scheduler address or file ({err}); e.g. tcp://HOST:8786 or scheduler.json") from None
+    return address
+
+
+def connect(scheduler: str, timeout: float | None = None) -> Client:
+    """A client of the scheduler named by ``scheduler``; one-line errors when it cannot be reached."""
+    timeout = connect_timeout() if timeout is None else timeout
+    address = scheduler_address(scheduler, timeout)
+    try:
+        client = Client(address, timeout=timeout)
+    except OSError as err:  # includes TimeoutError
+        where = address if address == scheduler else f"{address} (from {scheduler})"
+        raise TomocareError(f"{where}: cannot reach the dask scheduler ({err})") from None
+    if not client.scheduler_info().get("workers"):
+        warnings.warn(f"{address}: the scheduler has no workers yet; tasks wait until workers join", stacklevel=2)
+    return client
+
+
 @contextlib.contextmanager
 def dask_client(
     scheduler: str | None = None,
@@ -67,13 +146,15 @@ def dask_client(
     threads_per_worker: int | None = None,
     memory_limit: str = "auto",
 ) -> Iterator[Client]:
-    """A distributed client for the duration of a command; closes what it started."""
+    """A distributed client for the duration of a command; closes what it started.
+
+    ``n_workers``, ``threads_per_worker`` and ``memory_limit`` size a local cluster only; with a
+    ``scheduler`` the cluster is whatever the site started.
+    """
     if scheduler:
-        if Path(scheduler).suffix == ".json" and Path(scheduler).exists():
-            client = Client(scheduler_file=scheduler)
-        else:
-            client = Client(scheduler)
-        with client:
+        if n_workers is not None:
+            warnings.warn("--workers is ignored with --scheduler (the cluster's workers are used)", stacklevel=3)
+        with connect(scheduler) as client:
             yield client
         return
     existing = _active_client()

@@ -222,14 +222,16 @@ def _largest_block(shape, chunks: int, halo, factor, bytes_per_voxel: int, budge
 
 
 def gpu_free_memory(client: Client) -> int | None:
-    """The least free GPU memory over the cluster's workers, in bytes; None without GPUs."""
+    """Free GPU memory per concurrent task (a worker's free memory over its threads), the least
+    over the cluster's workers, in bytes; None without GPUs."""
 
     def free() -> int | None:
         import torch
 
         return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
 
-    values = [v for v in client.run(free).values() if v]
+    threads = client.nthreads()
+    values = [v // max(1, threads.get(w, 1)) for w, v in client.run(free).items() if v]
     return min(values) if values else None
 
 
