@@ -32,10 +32,9 @@ import zarr
 
 from _measure import save
 from predict_speed import bare_speed as cpu_bare_speed
-from predict_speed import make_inputs
-from tomocare.cluster import dask_client, gpu_count
+from predict_speed import engine_speed, make_inputs
+from tomocare.cluster import gpu_count
 from tomocare.nn.unet import UNet
-from tomocare.predict.engine import predict, setup_prediction
 from tomocare.predict.tiles import prepare, run_tiles
 from tomocare.train.config import TrainConfig
 from tomocare.train.model_file import save_model
@@ -65,20 +64,6 @@ def bare_speed(net: UNet, block: int, precision: str, repeats: int) -> float:
     for _ in range(repeats):
         run_tiles(net, x, mean=0.0, std=1.0, precision=precision)
     return block**3 * repeats / (time.perf_counter() - t)
-
-
-def engine_speed(model: Path, inputs: list[Path], out: Path, block: int, precision: str, workers: int) -> tuple[float, float]:
-    """Voxels/s of a cold run (workers load torch and the model) and of a second, warm run."""
-    setup = setup_prediction(model, inputs, out, chunks=block, precision=precision)
-    speeds = []
-    with dask_client(n_workers=workers, threads_per_worker=1) as client:
-        client.wait_for_workers(workers)
-        for _ in range(2):
-            shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
-            predict(setup, client, overwrite=True)
-            speeds.append(int(np.prod(setup.plan.shape)) / (time.perf_counter() - t))
-    return speeds[0], speeds[1]
 
 
 def relative_deviation(reference: Path, other: Path, slab: int = 64) -> float:
@@ -130,7 +115,7 @@ def main() -> None:
         if gpus:
             torch.cuda.empty_cache()  # leave the GPU to the engine's worker
         out = args.workdir / f"out_{precision}.zarr"
-        cold, warm = engine_speed(model, inputs, out, args.block, precision, workers)
+        cold, warm, _ = engine_speed(model, inputs, out, workers, args.block, precision)
         row = {"bare_voxels_per_s": round(bare), "engine_voxels_per_s": round(warm), "engine_cold_voxels_per_s": round(cold),
                "engine_to_bare_ratio": round(warm / bare, 3), "pair_1024x4096x4096_hours_per_device": round(hours(warm), 2)}
         if gpus:

@@ -55,9 +55,9 @@ def bare_speed(net: UNet, block: int, threads: int, repeats: int = 3) -> float:
     return block**3 * repeats / (time.perf_counter() - t)
 
 
-def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block: int) -> tuple[float, float, dict]:
+def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block: int, precision: str = "fp32") -> tuple[float, float, dict]:
     """Voxels/s of a cold run (workers load torch and the model) and of a second, warm run."""
-    setup = setup_prediction(model, inputs, out, chunks=block)
+    setup = setup_prediction(model, inputs, out, chunks=block, precision=precision)
     speeds = []
     with dask_client(n_workers=workers, threads_per_worker=1) as client:
         client.wait_for_workers(workers)
