@@ -158,7 +158,7 @@ class _Recorder:
 
 
 def test_local_cluster_choice(monkeypatch):
-    """GPUs + dask-cuda: LocalCUDACluster, one worker per GPU; without dask-cuda: LocalCluster of processes."""
+    """GPUs + dask-cuda: LocalCUDACluster, one worker per GPU (two threads); without dask-cuda: LocalCluster of processes."""
     class FakeCUDA(_Recorder):
         pass
 
@@ -166,7 +166,7 @@ def test_local_cluster_choice(monkeypatch):
     monkeypatch.setattr(cluster, "gpu_count", lambda: 2)
     monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=FakeCUDA))
     made = cluster._local_cluster(None, None, "auto")
-    assert isinstance(made, FakeCUDA) and made.kwargs["n_workers"] == 2 and made.kwargs["threads_per_worker"] == 1
+    assert isinstance(made, FakeCUDA) and made.kwargs["n_workers"] == 2 and made.kwargs["threads_per_worker"] == 2  # I/O overlaps the GPU
     assert cluster._local_cluster(1, None, "auto").kwargs["n_workers"] == 1
 
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails
