@@ -2,4 +2,75 @@
 
 from __future__ import annotations
 
-from tomocare.cli import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tomocare.cli import Overwrite, Scheduler, Workers, _client, app
+
+Angles = Annotated[Path, typer.Option("--angles", help="IMOD .tlt file: one tilt angle in degrees per image.")]
+Order = Annotated[
+    Optional[Path],
+    typer.Option("--order", help="Acquisition order list (CSV lines 'rank,angle', rank 1 first); default: by index."),
+]
+
+
+@app.command()
+def reconstruct(
+    tilt_series: Annotated[Path, typer.Argument(help="Aligned tilt series (MRC stack, tilt axis along y).")],
+    out: Annotated[Path, typer.Argument(help="Output tomogram (MRC); with --split even-odd, OUT_even/OUT_odd.mrc.")],
+    angles: Angles,
+    thickness: Annotated[Optional[int], typer.Option(help="Tomogram thickness in voxels (default: half the image width).")] = None,
+    split: Annotated[str, typer.Option(help="'none', or 'even-odd': two half tomograms from alternate tilts.")] = "none",
+    order: Order = None,
+    filter: Annotated[str, typer.Option("--filter", help="Ramp filter apodisation: ramp, cosine or hamming.")] = "ramp",
+    y_chunk: Annotated[int, typer.Option(help="Rows of the tilt axis reconstructed per task.")] = 16,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Weighted back-projection of an aligned tilt series, slab by slab along y on dask workers."""
+    from tomocare.tilt.reconstruct import reconstruct_tomogram
+
+    with _client(scheduler, workers):
+        written = reconstruct_tomogram(tilt_series, angles, out, thickness=thickness, split=split, order_file=order,
+                                       window=filter, y_chunk=y_chunk, overwrite=overwrite)
+    for path, stats in written.items():
+        typer.echo(f"{tilt_series} -> {path} (mean {stats.mean:.4g}, std {stats.std:.4g})")
+
+
+@app.command("split-frames")
+def split_frames(
+    movie: Annotated[list[Path], typer.Argument(help="Aligned movie (MRC stack), or one MRC file per frame, in order.")],
+    even: Annotated[Path, typer.Option("--even", help="Output: sum of frames 0, 2, 4, ... (MRC).")],
+    odd: Annotated[Path, typer.Option("--odd", help="Output: sum of frames 1, 3, 5, ... (MRC).")],
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Sum the even and the odd frames of a movie into two images with independent noise (P2P-df)."""
+    from tomocare.tilt.split import split_frames as run
+
+    with _client(scheduler, workers):
+        run(movie, even, odd, overwrite=overwrite)
+    typer.echo(f"{', '.join(map(str, movie))} -> {even}, {odd}")
+
+
+@app.command("split-tilts")
+def split_tilts(
+    tilt_series: Annotated[Path, typer.Argument(help="Tilt series (MRC stack).")],
+    angles: Angles,
+    even: Annotated[Path, typer.Option("--even", help="Output stack of the even tilts (its .tlt is written beside it).")],
+    odd: Annotated[Path, typer.Option("--odd", help="Output stack of the odd tilts (its .tlt is written beside it).")],
+    order: Order = None,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Split a tilt series into alternate tilts (in acquisition order if known, else by index)."""
+    from tomocare.tilt.split import split_tilts as run
+
+    with _client(scheduler, workers):
+        outputs = run(tilt_series, angles, even, odd, order_file=order, overwrite=overwrite)
+    typer.echo(f"{tilt_series} -> " + ", ".join(str(p) for p in outputs.values()))

@@ -19,11 +19,24 @@ The model, in brief (details in the modules):
 - SNR = var(clean) / var(noise of one half), over the volume; ``noise_std`` follows from
   the signal variance measured on up to 32 windows (exact for small volumes, estimated for
   large ones: see :func:`.tomogram.estimate_signal_variance`).
+- Tilt series, movie frames and 2-D pairs (:mod:`.tiltseries`): projections of the phantom
+  with dose-dependent Poisson noise, for reconstruction and 2-D (P2P) denoising.
 - Out-of-core: one independent task per block; filters are compact kernels, so blocks are
   exact (no seams) and results do not depend on the chunking; same seed, same bytes.
 """
 
 from tomocare.simulate.dataset import simulate_dataset
+from tomocare.simulate.tiltseries import (
+    SimulatedImages,
+    SimulatedTiltSeries,
+    simulate_image_pairs,
+    simulate_movie,
+    simulate_tilt_series,
+    write_tilt_series,
+)
 from tomocare.simulate.tomogram import SimulatedTomogram, simulate_tomogram
 
-__all__ = ["SimulatedTomogram", "simulate_dataset", "simulate_tomogram"]
+__all__ = [
+    "SimulatedImages", "SimulatedTiltSeries", "SimulatedTomogram", "simulate_dataset", "simulate_image_pairs",
+    "simulate_movie", "simulate_tilt_series", "simulate_tomogram", "write_tilt_series",
+]

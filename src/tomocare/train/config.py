@@ -11,10 +11,15 @@ RESUMABLE = frozenset({"max_steps", "time_limit", "patience", "device", "threads
 
 
 class TrainConfig(BaseModel):
-    """Noise2Noise training of a 3-D U-Net; defaults follow cryo-CARE where it has one."""
+    """Noise2Noise training of a U-Net; defaults follow cryo-CARE where it has one.
+
+    ``ndim: 2`` trains a 2-D U-Net on stacks of images (n, y, x): patches are p×p crops of
+    single images, by default 1000 of 128² per stack as in the cryo-CARE paper's P2P runs.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    ndim: Literal[2, 3] = Field(3, description="3: tomograms (z, y, x); 2: stacks of images (n, y, x)")
     # data
     patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels")
     n_patches: int = Field(1200, ge=1, description="training patches per tomogram")
@@ -48,6 +53,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _patch_fits_network(self) -> TrainConfig:
+        if self.ndim == 2:  # the paper's 2-D defaults, unless given
+            if "patch_size" not in self.model_fields_set:
+                self.patch_size = 128
+            if "n_patches" not in self.model_fields_set:
+                self.n_patches = 1000
         factor = 2**self.depth
         if self.patch_size % factor:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of 2**depth = {factor}")

@@ -265,6 +265,10 @@ def train(
 ) -> Path:
     """Train a Noise2Noise U-Net on even/odd ``pairs``; return ``out_dir``, the model directory.
 
+    With ``config.ndim == 2`` the pairs are stacks of 2-D images (n, y, x), or single images
+    (y, x), with independent noise (P2P pairings: two acquisitions, even/odd frame sums,
+    adjacent tilts), and the network is the 2-D U-Net.
+
     ``mean``/``std`` (one pair for the whole dataset) are computed on the cluster when not given
     (a resumed run reuses the checkpoint's). ``masks`` (optional, one per pair, None for none)
     restrict patches to non-zero regions. ``names`` label the pairs in messages (default: the
@@ -273,7 +277,11 @@ def train(
     """
     out_dir = Path(out_dir)
     p = config.patch_size
-    check_pairs(pairs, p, masks)
+    if config.ndim == 2:
+        from tomocare.tilt.pairs import as_image_stack
+
+        pairs = [(as_image_stack(even), as_image_stack(odd)) for even, odd in pairs]
+    check_pairs(pairs, p, masks, ndim=config.ndim)
     names = list(names) if names else [describe(even, f"pair {i}") for i, (even, _) in enumerate(pairs)]
     trained_on = [
         describe(volume, f"{names[i]} ({half})")
@@ -298,6 +306,7 @@ def train(
         seed=config.seed,
         masks=coarse,
         names=names,
+        ndim=config.ndim,
     )
     if not resume:
         if out_dir.exists():
@@ -311,8 +320,9 @@ def train(
     torch.set_num_threads(config.threads or default_threads())
     try:
         torch.manual_seed(config.seed)
-        net = UNet(3, config.depth, config.base_channels, config.residual, upsample=config.upsample).to(device)
-        net = net.to(memory_format=torch.channels_last_3d)
+        net = UNet(config.ndim, config.depth, config.base_channels, config.residual, upsample=config.upsample).to(device)
+        if config.ndim == 3:
+            net = net.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
@@ -323,7 +333,7 @@ def train(
             run.restore(checkpoint)
             log.info("resuming %s at step %d (epoch %d)", out_dir, run.state.step, run.state.epoch)
         common = dict(patch_size=p, mean=mean, std=std, batch_size=config.batch_size, seed=config.seed,
-                      prefetch=config.prefetch)
+                      prefetch=config.prefetch, ndim=config.ndim)
         augment = Augment(flip=config.flip, swap=config.swap, rot90=config.rot90)
         run.run(
             PatchStream(client, pairs, plan.train, augment=augment, **common),

@@ -4,7 +4,8 @@ The client only plans: patch corners are drawn from the seed and the volume shap
 mask, if any). Workers read just the region of each patch from a picklable lazy array (a zarr
 array, :class:`tomocare.io.mrc.MrcArray`, ...), normalise it, replace non-finite voxels by 0 and
 apply the augmentation. Every tomogram keeps a slab at the end of its y axis for validation, which
-no training patch overlaps. The training loop only sees an iterator of numpy batches, so it does
+no training patch overlaps. For 2-D training (``ndim=2``) the arrays are stacks of images
+(n, y, x) and a patch is a p×p crop of one image. The training loop only sees an iterator of numpy batches, so it does
 not know (or care) how patches are made.
 """
 
@@ -119,20 +120,34 @@ def validation_start(ny: int, patch_size: int, val_fraction: float) -> int:
     return ny - max(round(ny * val_fraction), patch_size)
 
 
-def check_pairs(pairs: Sequence[Pair], patch_size: int, masks: Sequence[LazyArray | None] | None = None) -> None:
-    """Raise TomocareError (one line) for pairs that cannot be sampled with this patch size."""
+def patch_shape(patch_size: int, ndim: int = 3) -> tuple[int, int, int]:
+    """Extent of a patch in the (z, y, x) array: a cube, or for 2-D one p×p crop of one image."""
+    return (patch_size,) * 3 if ndim == 3 else (1, patch_size, patch_size)
+
+
+def check_pairs(
+    pairs: Sequence[Pair], patch_size: int, masks: Sequence[LazyArray | None] | None = None, *, ndim: int = 3
+) -> None:
+    """Raise TomocareError (one line) for pairs that cannot be sampled with this patch size.
+
+    With ``ndim=2`` the arrays are stacks of images (n, y, x).
+    """
     if not pairs:
         raise TomocareError("no even/odd pairs to train on")
     if masks is not None and len(masks) != len(pairs):
         raise TomocareError(f"{len(masks)} masks given for {len(pairs)} even/odd pairs")
+    if ndim == 2 and masks is not None and any(m is not None for m in masks):
+        raise TomocareError("masks are not supported for 2-D training")
     for i, (even, odd) in enumerate(pairs):
         name = describe(even, f"pair {i}")
         if tuple(even.shape) != tuple(odd.shape):
             raise TomocareError(f"{name}: even {tuple(even.shape)} and odd {tuple(odd.shape)} halves differ in shape")
         if len(even.shape) != 3:
-            raise TomocareError(f"{name}: expected a 3-D volume, found shape {tuple(even.shape)}")
-        if min(even.shape) < patch_size:
-            raise TomocareError(f"{name}: patch size {patch_size} is larger than the volume {tuple(even.shape)}")
+            what = "a 3-D volume" if ndim == 3 else "a stack of 2-D images (n, y, x)"
+            raise TomocareError(f"{name}: expected {what}, found shape {tuple(even.shape)}")
+        if min(even.shape[3 - ndim :]) < patch_size:
+            what = "volume" if ndim == 3 else "images"
+            raise TomocareError(f"{name}: patch size {patch_size} is larger than the {what} {tuple(even.shape)}")
         if 2 * patch_size > even.shape[Y]:
             raise TomocareError(
                 f"{name}: y size {even.shape[Y]} cannot hold a training patch and a validation slab "
@@ -188,13 +203,16 @@ def plan_patches(
     seed: int,
     masks: Sequence[CoarseMask | None] | None = None,
     names: Sequence[str] | None = None,
+    ndim: int = 3,
 ) -> PatchPlan:
     """Draw ``n_train`` training and ``n_val`` validation corners per tomogram, deterministically.
 
     Each tomogram has its own random streams (from ``seed`` and its index), so adding a
-    tomogram does not change the patches of the others.
+    tomogram does not change the patches of the others. With ``ndim=2`` the z corner is the
+    image of the stack (patches one image deep).
     """
     p = patch_size
+    pz = patch_shape(p, ndim)[0]
     train, val, starts = [], [], []
     for i, shape in enumerate(shapes):
         name = names[i] if names else f"pair {i}"
@@ -207,7 +225,7 @@ def plan_patches(
             ("validation", n_val, (start, shape[Y] - p), 1, val),
         ):
             lo = np.array([0, lo_y, 0])
-            hi = np.array([shape[0] - p, hi_y, shape[2] - p])
+            hi = np.array([shape[0] - pz, hi_y, shape[2] - p])
             rng = np.random.default_rng([seed, _CORNERS, i, stream])
             corners = _draw_corners(rng, n, lo, hi, p, mask)
             if corners is None and what == "validation":
@@ -230,17 +248,20 @@ def extract_batch(
     mean: float,
     std: float,
     params: np.ndarray | None,
+    ndim: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Read, normalise and augment the patches at ``items`` (rows of pair, z, y, x).
 
-    Returns inputs and targets of shape (n, 1, p, p, p), float32, and the number of non-finite
-    voxels that were replaced by 0. Runs on a dask worker; reads only the patches' regions.
+    Returns inputs and targets of shape (n, 1, p, p, p) (with ``ndim=2``: (n, 1, p, p)),
+    float32, and the number of non-finite voxels that were replaced by 0. Runs on a dask
+    worker; reads only the patches' regions.
     """
     p = patch_size
-    out = np.empty((2, len(items), 1, p, p, p), dtype=np.float32)
+    pz = patch_shape(p, ndim)[0]
+    out = np.empty((2, len(items), 1, pz, p, p), dtype=np.float32)
     nonfinite = 0
     for row, (i, z, y, x) in enumerate(items):
-        region = (slice(z, z + p), slice(y, y + p), slice(x, x + p))
+        region = (slice(z, z + pz), slice(y, y + p), slice(x, x + p))
         halves = []
         for volume in pairs[int(i)]:
             patch = (np.asarray(volume[region], dtype=np.float32) - np.float32(mean)) / np.float32(std)
@@ -251,6 +272,8 @@ def extract_batch(
             halves.append(patch)
         inp, tgt = halves if params is None else augment(*halves, params[row])
         out[0, row, 0], out[1, row, 0] = inp, tgt
+    if ndim == 2:
+        return out[0, :, :, 0], out[1, :, :, 0], nonfinite
     return out[0], out[1], nonfinite
 
 
@@ -282,6 +305,7 @@ class PatchStream:
         shuffle: bool = True,
         augment: Augment | None = None,
         prefetch: int = 4,
+        ndim: int = 3,
     ):
         self.client = client
         self.pairs = list(pairs)
@@ -290,6 +314,7 @@ class PatchStream:
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.augment = augment
         self.prefetch = max(1, prefetch)
+        self.ndim = ndim
         self.nonfinite = 0  # non-finite voxels replaced by 0 in the batches consumed so far
 
     def __len__(self) -> int:
@@ -315,7 +340,7 @@ class PatchStream:
             params = self.augment.draw(np.random.default_rng([self.seed, _AUGMENT, b]), len(items))
         pairs = {int(i): self.pairs[int(i)] for i in np.unique(items[:, 0])}
         return self.client.submit(
-            extract_batch, pairs, items, self.patch_size, self.mean, self.std, params, pure=False
+            extract_batch, pairs, items, self.patch_size, self.mean, self.std, params, self.ndim, pure=False
         )
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
