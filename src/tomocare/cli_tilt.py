@@ -16,6 +16,32 @@ Order = Annotated[
 ]
 
 
+@app.command("simulate-tilts")
+def simulate_tilts(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the tilt series (created).")],
+    n: Annotated[int, typer.Option("--n", help="Number of tilt series.")] = 1,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Phantom shape z y x, in voxels.")] = (64, 128, 128),
+    max_angle: Annotated[float, typer.Option(help="Largest tilt angle, degrees.")] = 60.0,
+    step: Annotated[float, typer.Option(help="Tilt increment, degrees (dose-symmetric acquisition order).")] = 3.0,
+    dose: Annotated[float, typer.Option(help="Electrons per pixel per tilt.")] = 20.0,
+    voxel_size: Annotated[float, typer.Option(help="Voxel size in Å.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Simulated aligned tilt series with ground truth: NAME.mrc, NAME.tlt, NAME_order.csv, NAME_phantom.mrc..."""
+    from tomocare.simulate.tiltseries import simulate_tilt_series, write_tilt_series
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _client(scheduler, workers):
+        for i in range(n):
+            sim = simulate_tilt_series(tuple(shape), max_angle=max_angle, step=step, dose=dose,
+                                       voxel_size=voxel_size, seed=seed + i)
+            paths = write_tilt_series(sim, out_dir / f"ts_{i:03d}", overwrite=overwrite)
+            typer.echo(f"ts_{i:03d}: {len(sim.angles)} tilts -> " + ", ".join(str(p) for p in paths.values()))
+
+
 @app.command()
 def reconstruct(
     tilt_series: Annotated[Path, typer.Argument(help="Aligned tilt series (MRC stack, tilt axis along y).")],
