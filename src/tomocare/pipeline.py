@@ -200,8 +200,11 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
                 f"{pair.name}: central orthoslices")
     row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_A": den_fsc.crossing(0.143)}
     clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"
-    if clean_path.exists():  # simulated data carry their ground truth
-        clean = np.asarray(open_volume(clean_path).array[crop], dtype=np.float32)
+    clean = open_volume(clean_path) if clean_path.exists() else None  # simulated data carry their ground truth
+    if clean is not None and clean.shape != pair.even.shape:
+        log.warning("%s: shape %s differs from the tomogram's %s; no PSNR", clean_path, clean.shape, pair.even.shape)
+    elif clean is not None:
+        clean = np.asarray(clean.array[crop], dtype=np.float32)
         row["psnr_raw_db"] = psnr((even + odd) / 2, clean)
         row["psnr_denoised_db"] = psnr(np.asarray(denoised.array[crop]), clean)
     return row
