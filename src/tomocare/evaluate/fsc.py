@@ -41,12 +41,34 @@ class FSC:
         return n_sigma / np.sqrt(np.maximum(self.n_voxels, 1))
 
 
-def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float, n_shells: int | None = None) -> FSC:
-    """FSC of two equally shaped volumes (cubic or not), shells up to Nyquist."""
+TAPER = 8  # voxels of the soft box edge applied before every FSC
+
+
+def soft_edges(volume: np.ndarray, width: int = TAPER) -> np.ndarray:
+    """Mean-subtracted, faded to zero over ``width`` voxels at every face by a cosine ramp.
+
+    Without it the step at the box edges, which the FFT wraps around, is shared by both halves
+    and correlates the high-frequency shells: smoothed volumes then read as resolved to Nyquist.
+    """
+    out = volume.astype(np.float64) - volume.mean()
+    for axis, n in enumerate(volume.shape):
+        w = min(width, n // 4)
+        if w < 1:
+            continue
+        ramp = np.ones(n)
+        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(w) + 0.5) / w)
+        ramp[:w], ramp[n - w:] = edge, edge[::-1]
+        out *= ramp.reshape([-1 if i == axis else 1 for i in range(volume.ndim)])
+    return out
+
+
+def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float, n_shells: int | None = None, *, taper: int = TAPER) -> FSC:
+    """FSC of two equally shaped volumes (cubic or not), shells up to Nyquist, after
+    :func:`soft_edges` (``taper=0``: only the means removed)."""
     if a.shape != b.shape:
         raise ValueError(f"FSC needs equal shapes, got {a.shape} and {b.shape}")
-    fa = np.fft.rfftn(a.astype(np.float64) - a.mean())
-    fb = np.fft.rfftn(b.astype(np.float64) - b.mean())
+    fa = np.fft.rfftn(soft_edges(a, taper))
+    fb = np.fft.rfftn(soft_edges(b, taper))
     freqs = np.meshgrid(
         *[np.fft.fftfreq(n) for n in a.shape[:-1]], np.fft.rfftfreq(a.shape[-1]), indexing="ij"
     )
