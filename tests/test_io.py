@@ -125,7 +125,7 @@ def test_compute_stats_out_of_core_for_mrc(tmp_path, client):
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b"not an mrc"), "not a readable MRC file"),
         (lambda p: p.write_bytes(write_test_mrc(p, np.zeros((8, 8, 8), np.float32)).read_bytes()[:1500]), "truncated"),
-        (lambda p: write_test_mrc(p, np.zeros((8, 8), np.float32)), "expected a 3-D volume"),
+        (lambda p: write_test_mrc(p, np.zeros((8, 8), np.float32)), "a single 2-D image"),
     ],
 )
 def test_bad_mrc_input(tmp_path, make, message):

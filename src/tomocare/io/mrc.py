@@ -196,6 +196,9 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3) -> MrcArray:
             f"{path}: truncated MRC file ({actual} bytes, header says {expected} for shape {shape})"
         )
     if ndim is not None and len(shape) != ndim:
+        if ndim == 3 and len(shape) == 2:
+            raise TomocareError(f"{path}: a single 2-D image {shape}; tomocare takes tomograms (z, y, x) and image "
+                                "stacks (n, y, x): stack images first, e.g. with 'tomocare split-frames'")
         raise TomocareError(f"{path}: expected a {ndim}-D volume, found shape {shape}")
     if min(shape) < 1:
         raise TomocareError(f"{path}: empty volume, shape {shape}")
