@@ -264,15 +264,16 @@ def baseline(
     from tomocare.predict.engine import setup_filter
 
     params = _parse_params(param or [])
-    make_filter(method, **params)  # a bad method or parameter fails before any cluster starts
     inputs = [input] if odd is None else [input, odd]
+    # Bad parameters or inputs fail here, before any cluster starts (the plan reads no voxels).
+    setup = setup_filter(make_filter(method, **params), inputs, out, block=block, chunks=chunks)
     with _client(scheduler, workers) as client:
         if method == "nad" and "scale" not in params:  # NAD's contrast is in units of the data's std
-            from tomocare.io.volume import compute_stats, open_volume
+            from tomocare.io.volume import compute_stats
 
-            params["scale"] = compute_stats(open_volume(input)).std
-        filt = make_filter(method, **params)
-        setup = setup_filter(filt, inputs, out, block=block, chunks=chunks)
+            params["scale"] = compute_stats(setup.inputs[0]).std
+            setup = setup_filter(make_filter(method, **params), inputs, out, block=block, chunks=chunks)
+        filt = setup.operator.filter
         if dry_run:
             typer.echo(json.dumps({"filter": filt.describe(), **setup.describe()}, indent=2))
             return
