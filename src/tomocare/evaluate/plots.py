@@ -33,13 +33,7 @@ def fsc_figure(curves: dict[str, FSC], path: Path, title: str) -> Path:
     ax.set_ylabel("Fourier shell correlation")
     ax.set_ylim(-0.1, 1.02)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda f, _: f"{f:.3g}\n({1 / f:.0f} Å)" if f > 0 else "0"))
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, title, legend_size=8)
 
 
 def pr_figure(curves: dict[str, dict], path: Path, title: str) -> Path:
@@ -54,8 +48,13 @@ def pr_figure(curves: dict[str, dict], path: Path, title: str) -> Path:
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
+    return _finish(fig, ax, path, title, legend_size=9)
+
+
+def _finish(fig, ax, path: Path, title: str, legend_size: int) -> Path:
+    """Title, legend and grid; save the figure and free it."""
     ax.set_title(title)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
