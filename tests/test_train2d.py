@@ -6,12 +6,17 @@ import json
 
 import dask
 import dask.array as da
+import mrcfile
 import numpy as np
 import pytest
 import torch
 
+from helpers import write_test_mrc
+from tomocare.cli import main
+
 from tomocare.errors import TomocareError
 from tomocare.evaluate.metrics import psnr
+from tomocare.predict.tiles import predict_whole
 from tomocare.simulate.tiltseries import poisson_noise, simulate_tilt_series
 from tomocare.tilt.pairs import adjacent_tilt_pairs
 from tomocare.tilt.split import frame_sums
@@ -82,3 +87,42 @@ def test_short_2d_training_denoises(tmp_path, client):
     before, after = psnr((a + b) / 2, clean), psnr(denoised, clean)
     print(f"P2P on simulated pairs: PSNR {before:.2f} dB (average of the pair) -> {after:.2f} dB")
     assert after > before + 1.0
+
+
+def test_cli_2d_model_on_single_images_and_adjacent_tilts(tmp_path, client, capsys):
+    """`train --ndim 2` on two single-image MRC files, `predict` back to a single image equal to
+    whole-image inference; `train --tilt-series` (P2P-tap); a 3-D command given an image says
+    which command takes it."""
+    _, a, b, _, _ = _images()
+    image = {name: write_test_mrc(tmp_path / f"{name}.mrc", data[0], voxel_size=(10.0, 10.0, 10.0))
+             for name, data in (("a", a), ("b", b))}
+    stack = write_test_mrc(tmp_path / "ts.mrc", a, voxel_size=(10.0, 10.0, 10.0))
+    settings = tmp_path / "small.toml"
+    settings.write_text("[train]\npatch_size = 32\nn_patches = 64\nn_val_patches = 8\nbatch_size = 4\n"
+                        "base_channels = 8\nmax_steps = 4\nsteps_per_epoch = 2\nthreads = 1\n")
+    common = ["--config", str(settings), "--scheduler", client.scheduler.address]
+    pair = ["--even", str(image["a"]), "--odd", str(image["b"])]
+
+    capsys.readouterr()
+    assert main(["train", *pair, "-o", str(tmp_path / "m3"), *common]) == 2
+    err = capsys.readouterr().err
+    assert "a.mrc: a single 2-D image" in err and "tomocare train --ndim 2" in err and len(err.strip().splitlines()) == 1
+
+    assert main(["train", "--ndim", "2", *pair, "-o", str(tmp_path / "m2"), *common]) == 0
+    out = tmp_path / "den.zarr"
+    assert main(["predict", "-m", str(tmp_path / "m2"), *pair, "-o", str(out), "--mrc", str(tmp_path / "den.mrc"),
+                 "--scheduler", client.scheduler.address]) == 0
+    with mrcfile.open(tmp_path / "den.mrc") as m:
+        restored, voxel = m.data.copy(), float(m.voxel_size.x)
+    assert restored.shape == a.shape[1:] and voxel == pytest.approx(10.0)
+    net, info = load_model(tmp_path / "m2")
+    expected = np.mean([predict_whole(net, x[:1], halo=info.halo, factor=info.downsampling_factor, mean=info.mean,
+                                      std=info.std)[0] for x in (a, b)], axis=0)
+    assert np.abs(restored - expected).max() <= 1e-5 * float(np.abs(expected).max())
+
+    assert main(["train", "--tilt-series", str(stack), "-o", str(tmp_path / "mt"), *common]) == 0
+    meta = json.loads((tmp_path / "mt" / "model.json").read_text())
+    assert meta["architecture"]["ndim"] == 2 and "ts" in json.dumps(meta["trained_on"])
+    capsys.readouterr()
+    assert main(["train", "--tilt-series", str(stack), "--ndim", "3", "-o", str(tmp_path / "mx"), *common]) == 2
+    assert "--tilt-series trains a 2-D model" in capsys.readouterr().err

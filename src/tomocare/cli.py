@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: '[train]' and '[fp32]' are printed, not read as markup
 )
 
 Scheduler = Annotated[
@@ -114,8 +115,9 @@ def export(
     typer.echo(f"{source} -> {out} (mean {stats.mean:.4g}, std {stats.std:.4g})")
 
 
-def _pairs(dataset: Path | None, even: list[Path], odd: list[Path]):
-    """Pairs from a dataset directory or from matching --even/--odd lists, opened and checked."""
+def _pairs(dataset: Path | None, even: list[Path], odd: list[Path], *, images: bool = False):
+    """Pairs from a dataset directory or from matching --even/--odd lists, opened and checked
+    (``images``: 2-D data, a single image being a stack of one)."""
     from tomocare.io.discover import Pair, discover_pairs, open_pair
 
     if dataset is not None and (even or odd):
@@ -129,7 +131,23 @@ def _pairs(dataset: Path | None, even: list[Path], odd: list[Path]):
         if not even or len(even) != len(odd):
             raise TomocareError(f"give as many --even as --odd halves (got {len(even)} and {len(odd)})")
         pairs = [Pair(e.stem, e, o) for e, o in zip(even, odd)]
-    return [open_pair(p) for p in pairs]
+    return [open_pair(p, images=images) for p in pairs]
+
+
+def _adjacent_tilt_pairs(tilt_series: list[Path]):
+    """P2P-tap: each aligned tilt series as a pair of stacks, tilts 0..n-2 against 1..n-1."""
+    from tomocare.io.discover import VolumePair
+    from tomocare.io.volume import Volume
+    from tomocare.tilt.pairs import adjacent_tilt_pairs
+    from tomocare.tilt.stack import open_stack
+
+    pairs = []
+    for path in tilt_series:
+        stack = open_stack(path, command="train --tilt-series", what="tilt series", min_images=3)
+        halves = adjacent_tilt_pairs(stack.array)
+        even, odd = (Volume(path, h, stack.header.voxel_size, stack.header.origin, None, stack.header) for h in halves)
+        pairs.append(VolumePair(path.stem, even, odd))
+    return pairs
 
 
 @app.command()
@@ -138,6 +156,8 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("model"),
     even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
     odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
+    tilt_series: Annotated[Optional[list[Path]], typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned tilt series; repeatable.")] = None,
+    ndim: Annotated[Optional[int], typer.Option(help="3: a 3-D U-Net on half tomograms; 2: a 2-D U-Net on images or image stacks (n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), adjacent tilts (--tilt-series) [3].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example').")] = None,
     patch_size: Annotated[Optional[int], typer.Option(help="Patch edge in voxels [64].")] = None,
     n_patches: Annotated[Optional[int], typer.Option(help="Training patches per tomogram [1200].")] = None,
@@ -152,18 +172,24 @@ def train(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Train a Noise2Noise 3-D U-Net on even/odd half tomograms; patches are read by dask workers."""
+    """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
     from tomocare.io.discover import check_voxel_sizes
     from tomocare.io.stats import Stats
     from tomocare.train.loop import train as run_training
 
     from tomocare.config import load_settings
 
+    if tilt_series and ndim not in (None, 2):
+        raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
                      base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed,
-                     progress=sys.stderr.isatty())
+                     ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty())
     cfg = load_settings(config, train=overrides).train
-    pairs = _pairs(dataset, even or [], odd or [])
+    if tilt_series and cfg.ndim != 2:
+        raise TomocareError(f"{config}: train.ndim = 3, but --tilt-series trains a 2-D model")
+    if tilt_series and (dataset is not None or even or odd):
+        raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
+    pairs = _adjacent_tilt_pairs(tilt_series) if tilt_series else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
     voxel_size = check_voxel_sizes(pairs)
     stored = [v.stats for p in pairs for v in (p.even, p.odd)]
     norm = Stats.merge(stored) if all(s is not None for s in stored) else None

@@ -36,9 +36,11 @@ class VolumePair:
     odd: Volume
 
 
-def open_pair(pair: Pair) -> VolumePair:
-    """Open both halves lazily; refuse halves of different shapes or voxel sizes."""
-    even, odd = open_volume(pair.even), open_volume(pair.odd)
+def open_pair(pair: Pair, *, images: bool = False) -> VolumePair:
+    """Open both halves lazily; refuse halves of different shapes or voxel sizes.
+
+    ``images``: 2-D data (:func:`~tomocare.io.volume.open_volume`)."""
+    even, odd = open_volume(pair.even, images=images), open_volume(pair.odd, images=images)
     if even.shape != odd.shape:
         raise TomocareError(f"{pair.odd}: shape {odd.shape} differs from its even half {pair.even} {even.shape}")
     if not np.allclose(even.voxel_size, odd.voxel_size, rtol=1e-3):

@@ -155,8 +155,11 @@ def _plane_selection(key, shape: tuple[int, ...]):
     return range(z0, z1, zs), (y0, y_stop, ys), slice(x0, x1, xs), tuple(squeeze)
 
 
-def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3) -> MrcArray:
-    """Open an MRC file lazily, checking header and size; raise TomocareError on bad input."""
+def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = False) -> MrcArray:
+    """Open an MRC file lazily, checking header and size; raise TomocareError on bad input.
+
+    ``images``: the data are 2-D images, and a single image opens as a stack of one (1, y, x).
+    """
     path = Path(path)
     if not path.exists():
         raise TomocareError(f"{path}: no such file")
@@ -195,10 +198,12 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3) -> MrcArray:
         raise TomocareError(
             f"{path}: truncated MRC file ({actual} bytes, header says {expected} for shape {shape})"
         )
+    if images and len(shape) == 2:
+        shape = (1, *shape)
     if ndim is not None and len(shape) != ndim:
         if ndim == 3 and len(shape) == 2:
-            raise TomocareError(f"{path}: a single 2-D image {shape}; tomocare takes tomograms (z, y, x) and image "
-                                "stacks (n, y, x): stack images first, e.g. with 'tomocare split-frames'")
+            raise TomocareError(f"{path}: a single 2-D image {shape}, not a tomogram; 2-D images are denoised "
+                                "with a 2-D model ('tomocare train --ndim 2', then 'tomocare predict')")
         raise TomocareError(f"{path}: expected a {ndim}-D volume, found shape {shape}")
     if min(shape) < 1:
         raise TomocareError(f"{path}: empty volume, shape {shape}")

@@ -43,8 +43,11 @@ class Volume:
         return da.from_zarr(self.array, chunks=chunks or self.array.chunks)
 
 
-def open_volume(path: str | os.PathLike, *, ndim: int = 3) -> Volume:
-    """Open an MRC file or an OME-Zarr image read-only, without reading its data."""
+def open_volume(path: str | os.PathLike, *, ndim: int = 3, images: bool = False) -> Volume:
+    """Open an MRC file or an OME-Zarr image read-only, without reading its data.
+
+    ``images``: 2-D data, where a single MRC image opens as a stack of one (1, y, x).
+    """
     path = Path(path)
     if is_zarr(path):
         array, attrs = open_ome_zarr(path)
@@ -62,7 +65,7 @@ def open_volume(path: str | os.PathLike, *, ndim: int = 3) -> Volume:
         )
     if path.is_dir():
         raise TomocareError(f"{path}: a directory that is not a zarr store")
-    mrc = open_mrc(path, ndim=ndim)
+    mrc = open_mrc(path, ndim=ndim, images=images)
     return Volume(path, mrc, mrc.voxel_size, mrc.header.origin, None, mrc.header)
 
 

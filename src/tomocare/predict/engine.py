@@ -141,13 +141,13 @@ class PredictionSetup:
         }
 
 
-def _open_inputs(inputs: list[str | os.PathLike]) -> list[Volume]:
+def _open_inputs(inputs: list[str | os.PathLike], *, images: bool = False) -> list[Volume]:
     if not 1 <= len(inputs) <= 2:
         raise TomocareError("give an even and an odd half, or one volume")
     if len(inputs) == 2:
-        pair = open_pair(Pair(Path(inputs[0]).stem, Path(inputs[0]), Path(inputs[1])))
+        pair = open_pair(Pair(Path(inputs[0]).stem, Path(inputs[0]), Path(inputs[1])), images=images)
         return [pair.even, pair.odd]
-    return [open_volume(inputs[0])]
+    return [open_volume(inputs[0], images=images)]
 
 
 def _block_plan(shape: tuple[int, ...], chunks: int, block: int | None, halo: tuple, factor: tuple) -> tuple[BlockPlan, tuple]:
@@ -184,7 +184,8 @@ def setup_prediction(
     _check_dtype(dtype)
     if precision not in ("fp32", "bf16", "fp16"):
         raise TomocareError(f"precision {precision!r} not supported (fp32, bf16 or fp16)")
-    volumes = _open_inputs(inputs)
+    net_ndim = int(info.config.get("ndim", 3))
+    volumes = _open_inputs(inputs, images=net_ndim == 2)
     if info.voxel_size:
         ratio = volumes[0].voxel_size[-1] / info.voxel_size
         if abs(ratio - 1) > 0.1:
@@ -195,7 +196,6 @@ def setup_prediction(
             if strict:
                 raise TomocareError(message)
             warnings.warn(message, stacklevel=2)
-    net_ndim = int(info.config.get("ndim", 3))
     try:
         halo, factor = network_geometry(len(volumes[0].shape), net_ndim, info.halo, info.downsampling_factor)
     except TomocareError as err:
