@@ -226,6 +226,7 @@ def test_cli_evaluate_bad_input_one_line_exit_2(tmp_path, capsys):
         ([str(a), "--reference", str(n)], "n.mrc: NaN or infinite values in the reference"),
         ([str(a), "--boxes", str(boxes)], "pair q background: box z10:20 y10:30 x10:20 is outside the volume of shape (16, 20, 20)"),
         ([str(a)], "nothing to measure"),
+        ([str(tmp_path / "missing.mrc")], "missing.mrc: no such file"),
         ([str(a), str(a), "--polarity", "grey"], "polarity must be one of bright, dark"),
     ]
     for args, expected in cases:
