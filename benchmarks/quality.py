@@ -1,6 +1,6 @@
 """Denoising quality on simulated data: tomocare N2N against tuned classical filters, at several SNRs.
 
-    python benchmarks/quality.py [--shape 96 192 192] [--snr 0.1 0.05] [--time-limit 600] [--config JSON]
+    python benchmarks/quality.py [--shape 96 192 192] [--snr 0.1 0.05] [--time-limit 600] [--config JSON] [--n2n-only]
 
 For each SNR, one simulated tomogram (``tomocare.simulate``: even/odd halves, clean volume,
 particle list) is denoised and scored. Rows:
@@ -127,7 +127,7 @@ def run_snr(snr: float, args, config: TrainConfig, client) -> dict:
     avg = (ev + od) / 2
     rows = {"raw": {"params": "", **measure(avg, ev, od, clean, particles, voxel)}}
     tuning, t = {}, time.perf_counter()
-    for name in GRIDS:
+    for name in [] if args.n2n_only else GRIDS:
         params, filtered, tuning[name] = tune(name, avg, clean)
         rows[name] = {"params": ", ".join(f"{k}={v:g}" for k, v in params.items()),
                       **measure(filtered, apply(name, params, ev), apply(name, params, od), clean, particles, voxel)}
@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--config", type=str, default="{}", help="TrainConfig overrides as JSON")
     parser.add_argument("--nad-iterations", type=int, nargs="+", default=[5, 10],
                         help="NAD grid values (cost grows faster than n: the halo grows too)")
+    parser.add_argument("--n2n-only", action="store_true", help="raw and N2N rows only (e.g. to compare --config networks)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench-quality"))
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -198,7 +199,7 @@ def main() -> None:
     print(f"total {total:.0f} s on {workers} workers")
     save({"shape": args.shape, "seed": args.seed, "train_config": config.model_dump(), "workers": workers,
           "total_seconds": round(total, 1), "grids": GRIDS, "results": {f"{r['snr']:g}": r for r in results}},
-         "quality")
+         "quality_n2n_only" if args.n2n_only else "quality")
 
 
 if __name__ == "__main__":
