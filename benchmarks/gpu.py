@@ -45,7 +45,8 @@ PAIR = (1024, 4096, 4096)
 def default_network() -> UNet:
     cfg = TrainConfig()
     torch.manual_seed(0)
-    return UNet(depth=cfg.depth, base_channels=cfg.base_channels, residual=cfg.residual, upsample=cfg.upsample)
+    return UNet(depth=cfg.depth, base_channels=cfg.base_channels, residual=cfg.residual, n_conv=cfg.n_conv,
+                upsample=cfg.upsample)
 
 
 def bare_speed(net: UNet, block: int, precision: str, repeats: int) -> float:

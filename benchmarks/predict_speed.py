@@ -28,6 +28,7 @@ from tomocare.io.volume import open_volume
 from tomocare.nn.unet import UNet
 from tomocare.predict.engine import predict, setup_prediction
 from tomocare.predict.tiles import prepare, run_tiles
+from tomocare.train import TrainConfig
 from tomocare.train.model_file import save_model
 
 
@@ -73,9 +74,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 512), help="multiples of --block keep every tile equal to the bare network's")
     parser.add_argument("--block", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--n-conv", type=int, default=2)
+    default = TrainConfig()  # the network 'tomocare train' builds unless told otherwise
+    parser.add_argument("--depth", type=int, default=default.depth)
+    parser.add_argument("--channels", type=int, default=default.base_channels)
+    parser.add_argument("--n-conv", type=int, default=default.n_conv)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench-speed"))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

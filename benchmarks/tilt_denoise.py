@@ -96,7 +96,7 @@ def main() -> None:
     rep = r["report"]
     print(f"PSNR against the noise-free reconstruction: raw (even+odd)/2 {rep['psnr_raw_db']:.2f} dB -> "
           f"denoised {rep['psnr_denoised_db']:.2f} dB")
-    save(r, f"tilt_denoise_dose{args.dose:g}")
+    save(r, f"tilt_denoise_dose{args.dose:g}_{args.time_limit:g}s")
 
 
 if __name__ == "__main__":

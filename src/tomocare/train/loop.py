@@ -320,7 +320,8 @@ def train(
     torch.set_num_threads(config.threads or default_threads())
     try:
         torch.manual_seed(config.seed)
-        net = UNet(config.ndim, config.depth, config.base_channels, config.residual, upsample=config.upsample).to(device)
+        net = UNet(config.ndim, config.depth, config.base_channels, config.residual, n_conv=config.n_conv,
+                   upsample=config.upsample).to(device)
         if config.ndim == 3:
             net = net.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
