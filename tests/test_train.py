@@ -214,7 +214,8 @@ def test_train_refuses_bad_input_before_writing(client, pair, tmp_path):
     assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
     (tmp_path / "aborted").mkdir()
     (tmp_path / "aborted" / "train_config.json").write_text("{}")  # stopped before its first checkpoint
-    train([pair], tmp_path / "aborted", config=_config(max_steps=1), client=client, mean=10.0, std=3.6)
+    train([pair], tmp_path / "aborted", config=_config(max_steps=1, n_conv=1), client=client, mean=10.0, std=3.6)
+    assert load_model(tmp_path / "aborted")[0].config()["n_conv"] == 1  # [train] n_conv reaches the network
     with pytest.raises(ValueError, match="multiple of 2\\*\\*depth"):
         _config(patch_size=18)
 
