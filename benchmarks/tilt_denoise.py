@@ -28,7 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from _measure import machine, save
+from tomocare.evaluate.fsc import FSC
 
 TRAINING = "[train]\npatch_size = 32\nbatch_size = 8\nn_patches = 2000\nn_val_patches = 64\nsteps_per_epoch = 100\nlr = 1e-3\n"
 
@@ -60,18 +63,16 @@ def run(shape=(64, 160, 160), dose=10.0, seed=3, time_limit=240.0, workdir=Path(
     history = json.loads((workdir / "den" / "model" / "history.json").read_text())
     return {"shape": list(shape), "dose_per_tilt": dose, "seed": seed, "time_limit_s": time_limit, "seconds": seconds,
             "training_steps": history[-1]["step"] if history else 0, "report": row,
-            "fsc": [{k: float(v) for k, v in s.items() if k in ("resolution_A", "fsc_raw", "fsc_denoised")} for s in shells],
+            "fsc": [{k: float(v) for k, v in s.items() if k in ("frequency_per_A", "resolution_A", "fsc_raw", "fsc_denoised")}
+                    for s in shells],
             "machine": machine()}
 
 
 def crossing(shells: list[dict], key: str, threshold: float) -> float | None:
-    """First resolution (Å) where the curve falls below ``threshold`` (linear between shells)."""
-    for prev, cur in zip(shells, shells[1:]):
-        if cur[key] < threshold:
-            f0, f1 = 1 / prev["resolution_A"], 1 / cur["resolution_A"]
-            f = f0 + (prev[key] - threshold) * (f1 - f0) / (prev[key] - cur[key])
-            return 1 / f
-    return None
+    """Resolution (Å) where the report's curve ``key`` first falls below ``threshold``."""
+    curve = FSC(np.array([s["frequency_per_A"] for s in shells]), np.array([s[key] for s in shells]),
+                n_voxels=np.ones(len(shells)))
+    return curve.crossing(threshold)
 
 
 def main() -> None:

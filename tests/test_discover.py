@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from tomocare import TomocareError
-from tomocare.io.discover import discover_pairs
+from tomocare.io.discover import check_voxel_sizes, discover_pairs
 
 
 def _touch(directory, *names):
@@ -50,3 +52,15 @@ def test_no_pairs_is_an_error(tmp_path):
         discover_pairs(tmp_path)
     with pytest.raises(TomocareError, match="not a directory"):
         discover_pairs(tmp_path / "missing")
+
+
+def test_voxel_sizes_agree_or_are_refused_and_zero_means_unknown():
+    def pairs(*sizes):
+        return [SimpleNamespace(name=f"t{i}", even=SimpleNamespace(voxel_size=(s, s, s))) for i, s in enumerate(sizes)]
+
+    assert check_voxel_sizes(pairs(10.0, 10.05)) == 10.0
+    assert check_voxel_sizes(pairs(0.0, 0.0)) == 0.0  # headers that do not say: unknown, not an error
+    for mixed in ((10.0, 13.0), (0.0, 10.0), (10.0, 0.0)):
+        with pytest.raises(TomocareError, match="different voxel sizes"):
+            check_voxel_sizes(pairs(*mixed))
+    assert check_voxel_sizes(pairs(10.0, 13.0), allow_mixed=True) == 10.0

@@ -185,8 +185,6 @@ def train(
                      base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed,
                      ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty())
     cfg = load_settings(config, train=overrides).train
-    if tilt_series and cfg.ndim != 2:
-        raise TomocareError(f"{config}: train.ndim = 3, but --tilt-series trains a 2-D model")
     if tilt_series and (dataset is not None or even or odd):
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
     pairs = _adjacent_tilt_pairs(tilt_series) if tilt_series else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)

@@ -51,10 +51,13 @@ def open_pair(pair: Pair, *, images: bool = False) -> VolumePair:
 
 
 def check_voxel_sizes(pairs: list[VolumePair], *, allow_mixed: bool = False) -> float:
-    """The common voxel size (x, Å) of a dataset; mixed sizes (>1% apart) are an error unless allowed."""
+    """The common voxel size (x, Å) of a dataset; mixed sizes (>1% apart) are an error unless allowed.
+
+    0 (a header that does not say) is a size like any other: all 0 is 0, unknown; 0 beside 10 is mixed.
+    """
     sizes = {p.name: p.even.voxel_size[-1] for p in pairs}
     first = next(iter(sizes.values()))
-    odd_ones = {n: v for n, v in sizes.items() if abs(v / first - 1) > 0.01}
+    odd_ones = {n: v for n, v in sizes.items() if abs(v - first) > 0.01 * max(abs(v), abs(first))}
     if odd_ones and not allow_mixed:
         detail = ", ".join(f"{n}: {v:g} Å" for n, v in sorted(sizes.items()))
         raise TomocareError(f"tomograms have different voxel sizes ({detail}); use --allow-mixed to proceed anyway")
