@@ -240,12 +240,14 @@ def test_training_loss_falls_and_outputs_are_written(client, pair, tmp_path):
 
 def test_resume_continues_from_the_checkpoint(client, pair, tmp_path):
     norm = dict(mean=10.0, std=3.6)
-    whole = train([pair], tmp_path / "whole", config=_config(max_steps=30), client=client, **norm)
-    part = train([pair], tmp_path / "part", config=_config(max_steps=20), client=client, **norm)
+    # a schedule that does not depend on max_steps, so 20 + 10 steps equal 30
+    config = dict(schedule="plateau", precision="fp32")
+    whole = train([pair], tmp_path / "whole", config=_config(max_steps=30, **config), client=client, **norm)
+    part = train([pair], tmp_path / "part", config=_config(max_steps=20, **config), client=client, **norm)
     assert [h["step"] for h in json.loads((part / "history.json").read_text())] == [10, 20]
     with pytest.raises(TomocareError, match="cannot resume with different settings: lr"):
-        train([pair], part, config=_config(max_steps=30, lr=1e-3), client=client, resume=True)
-    train([pair], part, config=_config(max_steps=30), client=client, resume=True)
+        train([pair], part, config=_config(max_steps=30, lr=1e-3, **config), client=client, resume=True)
+    train([pair], part, config=_config(max_steps=30, **config), client=client, resume=True)
     resumed = json.loads((part / "history.json").read_text())
     expected = json.loads((whole / "history.json").read_text())
     assert [h["step"] for h in resumed] == [10, 20, 30] and [h["epoch"] for h in resumed] == [1, 2, 3]
@@ -256,12 +258,13 @@ def test_resume_continues_from_the_checkpoint(client, pair, tmp_path):
 
 
 def test_plateau_reduces_lr_then_stops_early(client, pair, tmp_path):
-    config = _config(lr=1e-7, min_lr=0, lr_patience=1, patience=2, max_steps=100)  # an lr too small to improve
+    config = _config(lr=1e-7, min_lr=0, lr_patience=1, patience=2, max_steps=100, schedule="plateau")  # lr too small
     out = train([pair], tmp_path / "m", config=config, client=client, mean=10.0, std=3.6)
     history = json.loads((out / "history.json").read_text())
     assert [h["lr"] for h in history] == [1e-7, 1e-7, 5e-8]
     _, info = load_model(out)
-    assert info.extra["training"]["epoch"] == 1  # the best model is the first epoch's
+    training = info.extra["training"]
+    assert training["best_epoch"] == 1 and training["stop_reason"].startswith("converged")  # the first is the best
 
 
 def test_time_limit_stops_cleanly_and_saves(client, pair, tmp_path):

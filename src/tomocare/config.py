@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tomocare.errors import TomocareError
-from tomocare.train.config import TrainConfig
+from tomocare.train.config import PLANNED, TrainConfig
 
 
 class PredictSettings(BaseModel):
@@ -27,7 +27,8 @@ class PredictSettings(BaseModel):
     block: int | None = Field(None, ge=1, description="output block edge per task, a multiple of chunks (default: chunks; larger blocks waste less on halos, need more memory)")
     chunks: int = Field(128, ge=8, description="output chunk edge, voxels")
     dtype: Literal["float32", "float16"] = Field("float32", description="output data type")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="network arithmetic on GPUs (CPUs always use fp32)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
+    task_memory_mib: int | None = Field(None, ge=16, description="network memory per task on CPU workers, MiB (default 384); larger tiles are computed in pieces, with the same result")
     strict: bool = Field(False, description="refuse inputs whose voxel size differs from the model's training data by more than 10%")
 
 
@@ -84,11 +85,17 @@ def example() -> str:
     for name, field in Settings.model_fields.items():
         section = field.default_factory()
         lines += ["", f"[{name}]", *_describe(type(section).__doc__ or "", "# ")]
+        planned = set(PLANNED) | {"max_steps"} if name == "train" else set()
         for key, info in type(section).model_fields.items():
             if info.description:
                 lines.append(f"# {info.description}")
             value = getattr(section, key)
-            lines.append(f"# {key} = " if value is None else f"{key} = {_toml_value(value)}")
+            if value is None:
+                lines.append(f"# {key} = ")
+            elif key in planned:  # set, it would be kept as given instead of planned for the machine
+                lines.append(f"# {key} = {_toml_value(value)}  (planned for the device and budget unless set)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 

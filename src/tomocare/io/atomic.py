@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tomocare.errors import TomocareError
@@ -17,6 +17,29 @@ def check_output(path: Path, *, overwrite: bool) -> None:
         raise TomocareError(f"{path}: output exists (use --overwrite to replace it)")
     if not path.parent.exists():
         raise TomocareError(f"{path.parent}: output directory does not exist")
+
+
+def refuse_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse, whatever ``--overwrite`` says, an output that is an input, contains one or lies inside
+    one (a zarr store, a directory), or lies inside any zarr store, symlinks resolved: writing it
+    would damage the input or the store."""
+    out = Path(output).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if out == source:
+            problem = f"is the input {given}"
+        elif source.is_relative_to(out):
+            problem = f"contains the input {given}"
+        elif out.is_relative_to(source):
+            problem = f"lies inside the input {given}"
+        else:
+            continue
+        raise TomocareError(f"{output}: output {problem}; inputs are never written, choose another output")
+    store = next((p for p in out.parents if (p / "zarr.json").is_file() or (p / ".zgroup").is_file()), None)
+    if store is not None:
+        raise TomocareError(f"{output}: output lies inside the zarr store {store}; choose another output")
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -54,3 +77,11 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         remove(tmp)
         raise
     commit(tmp, path)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Replace the file ``path`` by ``data`` in one step (a small file: metadata, a table, a picture)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)

@@ -8,10 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Settings a resumed run may change; every other one must match the checkpoint.
 RESUMABLE = frozenset({"max_steps", "time_limit", "patience", "device", "threads", "prefetch", "progress"})
+# Settings the training plan chooses when they are not given (tomocare.train.plan).
+PLANNED = ("patch_size", "batch_size", "lr", "steps_per_epoch", "n_patches", "n_val_patches", "precision")
 
 
 class TrainConfig(BaseModel):
-    """Noise2Noise training of a U-Net; defaults follow cryo-CARE where it has one.
+    """Noise2Noise training of a U-Net.
+
+    Patch size, batch size, learning rate, step count, validation size and precision are
+    planned from a timed trial on the device and the time budget unless given
+    (``tomocare.train.plan``); the values below are then only the fallbacks.
 
     ``ndim: 2`` trains a 2-D U-Net on stacks of images (n, y, x): patches are p×p crops of
     single images, by default 1000 of 128² per stack as in the cryo-CARE paper's P2P runs.
@@ -21,11 +27,11 @@ class TrainConfig(BaseModel):
 
     ndim: Literal[2, 3] = Field(3, description="3: tomograms (z, y, x); 2: stacks of images (n, y, x)")
     # data
-    patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels")
-    n_patches: int = Field(1200, ge=1, description="training patches per tomogram")
-    n_val_patches: int | None = Field(None, ge=1, description="per tomogram; default n_patches * val_fraction")
+    patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels (planned: the largest step the budget affords ~3000 of)")
+    n_patches: int = Field(1200, ge=1, description="training patches per tomogram (planned: each seen about twice)")
+    n_val_patches: int | None = Field(None, ge=1, description="validation patches per tomogram (planned: validation within 5% of the budget)")
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation slab: this end fraction of the y axis")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="patches per step (planned with patch_size)")
     flip: bool = Field(True, description="random flips along each axis (keep the missing wedge)")
     swap: bool = Field(True, description="randomly swap the even and odd halves as input and target")
     rot90: bool = Field(False, description="random quarter turns in the y-x plane (move the missing wedge)")
@@ -41,17 +47,20 @@ class TrainConfig(BaseModel):
     upsample: Literal["nearest", "linear"] = "nearest"
     # optimisation
     loss: Literal["mse", "l1"] = "mse"
-    lr: float = Field(4e-4, gt=0)
-    max_steps: int = Field(20_000, ge=1)
-    steps_per_epoch: int = Field(200, ge=1, description="training steps between validations and checkpoints")
-    time_limit: float | None = Field(None, gt=0, description="wall-clock seconds; then validate, save and stop")
+    lr: float = Field(4e-4, gt=0, description="peak learning rate (planned: 1e-3 x sqrt(batch / 8))")
+    schedule: Literal["cosine", "plateau"] = Field("cosine", description="cosine: warm-up, then decay to the end of the budget; plateau: halve on a plateau of the validation loss")
+    warmup: float = Field(0.05, ge=0, lt=1, description="warm-up share of the run (cosine schedule)")
+    max_steps: int = Field(20_000, ge=1, description="training steps at most (planned: what the budget affords)")
+    steps_per_epoch: int = Field(200, ge=1, description="training steps between validations and checkpoints (planned: a tenth of the run)")
+    time_limit: float | None = Field(None, gt=0, description="wall-clock seconds for the whole run, everything counted (default 3600)")
     patience: int = Field(10, ge=1, description="epochs without a better validation loss before stopping")
-    lr_patience: int = Field(5, ge=1, description="epochs without a better validation loss before reducing lr")
+    lr_patience: int = Field(5, ge=1, description="epochs without a better validation loss before reducing lr (plateau schedule)")
     lr_factor: float = Field(0.5, gt=0, lt=1)
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 0
     # machine
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
     threads: int | None = Field(None, ge=1, description="torch threads for training (default: all cores but one)")
     progress: bool = Field(True, description="show a progress bar (else log lines only)")
 

@@ -26,8 +26,9 @@ from torch.nn import functional as F
 from tomocare.errors import TomocareError
 from tomocare.nn import UNet
 from tomocare.train.config import RESUMABLE, TrainConfig
-from tomocare.train.model_file import MODEL_JSON, save_model
-from tomocare.train.progress import ProgressBar, write_history
+from tomocare.train.model_file import MODEL_JSON, save_model, update_extra
+from tomocare.train.plan import DEFAULT_BUDGET, TrainingPlan, autocast, lr_factor, plan_training, smallest_patch
+from tomocare.train.progress import ProgressBar, progress_log, write_history
 from tomocare.train.sampler import (
     Augment,
     Batch,
@@ -61,7 +62,7 @@ class _State:
     best_val: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # time spent in the training loop (steps, validations, checkpoints), all sessions
     history: list[dict] = field(default_factory=list)
 
 
@@ -105,29 +106,28 @@ def _check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         raise TomocareError(f"{out_dir}: not a tomocare training directory; refusing to replace it")
 
 
-def _load_checkpoint(path: Path, config: TrainConfig) -> dict:
+def _load_checkpoint(path: Path, config: TrainConfig) -> tuple[dict, TrainConfig]:
+    """The checkpoint and the run's settings: those saved (the plan included), with the resumable
+    ones given now; a different value of any other given setting is refused."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         saved = checkpoint["config"]
     except Exception as err:
         raise TomocareError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
-    changed = sorted(k for k, v in config.model_dump().items() if k not in RESUMABLE and saved.get(k) != v)
+    given = config.model_fields_set
+    changed = sorted(k for k in given if k not in RESUMABLE and saved.get(k) != getattr(config, k))
     if changed:
         raise TomocareError(
             f"{path}: cannot resume with different settings: "
             + ", ".join(f"{k} {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         )
-    return checkpoint
+    resumed = TrainConfig.model_validate({**saved, **{k: getattr(config, k) for k in given if k in RESUMABLE}})
+    return checkpoint, resumed
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
     """3-D convolutions run about 1.4x faster channels-last on CPU (oneDNN) and on cuDNN."""
     return t.contiguous(memory_format=torch.channels_last_3d) if t.ndim == 5 else t
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @dataclass
@@ -139,28 +139,60 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     state: _State
     config: TrainConfig
+    plan: TrainingPlan
     device: torch.device
     out_dir: Path
     model_args: dict  # normalisation, voxel size, patch size and data, for save_model
+    end: float = math.inf  # monotonic time by which this session must have finished, everything included
+    reserve: float = 1.0  # seconds kept for the last validation and checkpoint
+    _session: tuple[float, float] = (0.0, 0.0)  # (monotonic start of this session's loop, seconds before it)
+    _seconds_total: float = math.inf  # loop seconds of the whole run, earlier sessions included
+    data_wait: float = 0.0  # seconds this session's steps waited for patches from the workers
+
+    def elapsed(self) -> float:
+        """Seconds in the training loop so far, earlier sessions of a resumed run included."""
+        start, before = self._session
+        return before + time.monotonic() - start
+
+    def left(self) -> float:
+        """Seconds left of this session's limit and of the planned budget."""
+        start, before = self._session
+        return max(0.0, min(self.end, start + self.plan.budget_seconds - before) - time.monotonic())
 
     def _loss(self, batch: Batch) -> torch.Tensor:
         x, y = (_channels_last(torch.from_numpy(a).to(self.device, non_blocking=True)) for a in batch)
-        with _autocast(self.device):
+        with autocast(self.device, self.config.precision):
             pred = self.net(x)
         return LOSSES[self.config.loss](pred.float(), y)
 
-    def train_steps(self, batches: Iterator[Batch], n: int, deadline: float, bar: ProgressBar) -> list[float]:
-        """Up to ``n`` optimiser steps, fewer if the deadline passes; their losses."""
+    def progress(self, seconds: float) -> float:
+        """Fraction of the run done after ``seconds`` in the loop, by steps or by time: the time
+        is the planned budget, or less when this session's limit ends it sooner."""
+        by_time = seconds / max(1e-9, self._seconds_total - self.reserve)
+        return max(self.state.step / self.config.max_steps, by_time)
+
+    def train_steps(self, batches: Iterator[Batch], n: int, bar: ProgressBar) -> list[float]:
+        """Up to ``n`` optimiser steps, fewer when the run's time is up; their losses."""
         self.net.train()
         losses: list[float] = []
-        while len(losses) < n and (not losses or time.monotonic() < deadline):
-            loss = self._loss(next(batches))
+        cosine = self.config.schedule == "cosine"
+        while len(losses) < n:
+            progress = self.progress(self.elapsed())
+            if losses and (progress >= 1 or time.monotonic() >= self.end - self.reserve):
+                break
+            if cosine:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.config.lr * lr_factor(progress, self.config.warmup)
+            t = time.monotonic()
+            batch = next(batches)
+            self.data_wait += time.monotonic() - t
+            loss = self._loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             losses.append(loss.item())
             self.state.step += 1
-            bar.update(self.state.step, loss=losses[-1])
+            bar.update(self.state.step, loss=losses[-1], lr=self.optimizer.param_groups[0]["lr"], left=self.left())
         return losses
 
     @torch.no_grad()
@@ -173,10 +205,16 @@ class _Run:
             count += len(batch.inputs)
         return total / count
 
-    def save_best(self) -> None:
+    def summary(self, reason: str | None = None) -> dict:
         s = self.state
-        summary = {"step": s.step, "epoch": s.epoch, "best_val_loss": s.best_val, "seconds": round(s.seconds, 3)}
-        extra = {"training": summary, "config": self.config.model_dump()}
+        out = {"step": s.step, "epoch": s.epoch, "best_val_loss": s.best_val, "best_epoch": s.best_epoch,
+               "seconds": round(s.seconds, 3)}
+        if reason is not None:
+            out |= {"stop_reason": reason, "under_trained": under_trained(s.history)}
+        return out
+
+    def save_best(self) -> None:
+        extra = {"training": self.summary(), "config": self.config.model_dump(), "plan": self.plan.to_dict()}
         save_model(self.out_dir, self.net, extra=extra, **self.model_args)
 
     def save_checkpoint(self) -> None:
@@ -186,6 +224,7 @@ class _Run:
             "scheduler": self.scheduler.state_dict(),
             "state": asdict(self.state),
             "config": self.config.model_dump(),
+            "plan": self.plan.to_dict(),
             "normalization": {"mean": self.model_args["mean"], "std": self.model_args["std"]},
             "torch_rng": torch.get_rng_state(),
         }
@@ -201,52 +240,73 @@ class _Run:
         self.state = _State(**checkpoint["state"])
         torch.set_rng_state(checkpoint["torch_rng"])
 
-    def stop_reason(self, deadline: float) -> str | None:
+    def stop_reason(self, seconds: float) -> str | None:
         if self.state.step >= self.config.max_steps:
-            return "max_steps reached"
+            return f"step limit reached ({self.config.max_steps} steps)"
         if self.state.bad_epochs >= self.config.patience:
-            return f"no better validation loss for {self.state.bad_epochs} epochs"
-        if time.monotonic() >= deadline:
-            return "time limit reached"
+            return f"converged: no better validation loss for {self.state.bad_epochs} validations"
+        if self.progress(seconds) >= 1 or time.monotonic() >= self.end - self.reserve:
+            return f"time budget spent ({self.elapsed():.0f} s of training)"
         return None
 
-    def run(self, train_stream: PatchStream, val_stream: PatchStream) -> None:
-        """Epochs of training, each followed by validation, checkpoint and history, until a stop."""
+    def run(self, train_stream: PatchStream, val_stream: PatchStream) -> str:
+        """Epochs of training, each followed by validation, checkpoint and history, until a stop;
+        returns why it stopped."""
         config, state = self.config, self.state
-        deadline = time.monotonic() + config.time_limit if config.time_limit else math.inf
+        now = time.monotonic()
+        self._session = (now, state.seconds)
+        self._seconds_total = state.seconds + min(self.plan.budget_seconds - state.seconds, self.end - now)
         batches = train_stream.batches(start=state.step)
-        with ProgressBar(config.max_steps, state.step, config.progress) as bar, contextlib.closing(batches):
-            while (reason := self.stop_reason(deadline)) is None:
-                t0 = time.monotonic()
-                n = min(config.steps_per_epoch, config.max_steps - state.step)
-                losses = self.train_steps(batches, n, deadline, bar)
+        with ProgressBar(min(config.max_steps, self.plan.steps), state.step, config.progress) as bar, \
+                contextlib.closing(batches):
+            # at least one epoch (a validated, saved model) however small the budget; then until a stop
+            reason = self.stop_reason(self.elapsed()) if state.history else None
+            while reason is None:
+                n = max(1, min(config.steps_per_epoch, config.max_steps - state.step))
+                losses = self.train_steps(batches, n, bar)
+                t_val = time.monotonic()
                 val = self.validate(val_stream)
-                self.scheduler.step(val)
+                if config.schedule == "plateau":
+                    self.scheduler.step(val)
                 state.epoch += 1
-                state.seconds += time.monotonic() - t0
                 record = {
                     "epoch": state.epoch,
                     "step": state.step,
                     "train_loss": sum(losses) / len(losses),
                     "val_loss": val,
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "seconds": round(state.seconds, 3),
+                    "seconds": round(self.elapsed(), 3),
                 }
                 state.history.append(record)
-                bar.update(state.step, loss=record["train_loss"], val=val)
-                log.info("epoch %(epoch)d, step %(step)d: train %(train_loss).5g, val %(val_loss).5g, lr %(lr).3g",
-                         record)
                 if val < state.best_val * (1 - MIN_IMPROVEMENT):
                     state.best_val, state.best_epoch, state.bad_epochs = val, state.epoch, 0
                     self.save_best()
                 else:
                     state.bad_epochs += 1
+                state.seconds = self.elapsed()
                 self.save_checkpoint()
                 write_history(self.out_dir, state.history)
+                # keep enough time for one more validation and checkpoint (a quarter more, for safety)
+                self.reserve = 1.25 * (time.monotonic() - t_val) + 0.5
+                state.seconds = self.elapsed()
+                bar.update(state.step, loss=record["train_loss"], val=val, lr=record["lr"], left=self.left(),
+                           force=not config.progress)
+                log.info("epoch %(epoch)d, step %(step)d: train %(train_loss).5g, val %(val_loss).5g, lr %(lr).3g",
+                         record)
+                reason = self.stop_reason(self.elapsed())
         if train_stream.nonfinite:
             log.warning("%d non-finite voxels were replaced by 0 in training patches", train_stream.nonfinite)
-        log.info("training stopped at step %d (%s); best validation loss %.5g at epoch %d",
-                 state.step, reason, state.best_val, state.best_epoch)
+        return reason
+
+
+def under_trained(history: Sequence[dict]) -> bool:
+    """Whether the validation loss was still falling at the end: the last validation is the best
+    and improved on the one before by more than 5% of the run's whole improvement."""
+    vals = [h["val_loss"] for h in history]
+    if len(vals) < 3:
+        return len(vals) == 2 and vals[1] < vals[0]
+    total = vals[0] - min(vals)
+    return vals[-1] == min(vals) and total > 0 and vals[-2] - vals[-1] > 0.05 * total
 
 
 def train(
@@ -272,16 +332,22 @@ def train(
     ``mean``/``std`` (one pair for the whole dataset) are computed on the cluster when not given
     (a resumed run reuses the checkpoint's). ``masks`` (optional, one per pair, None for none)
     restrict patches to non-zero regions. ``names`` label the pairs in messages (default: the
-    arrays' paths). Training stops at ``max_steps``, at ``time_limit`` or by early stopping, each
-    time after a validation, a checkpoint and, if it improved, saving the best model.
+    arrays' paths).
+
+    Settings not given explicitly are planned (:func:`~tomocare.train.plan.plan_training`) from
+    a timed trial on the device and the time budget (``time_limit``, which counts everything from
+    this call on, or ``DEFAULT_BUDGET``). Training stops when the planned budget or step count is
+    spent, at ``time_limit``, or by early stopping, each time after a validation, a checkpoint
+    and, if it improved, saving the best model; ``model.json`` and ``training_summary.json`` say why.
     """
+    started = time.monotonic()
     out_dir = Path(out_dir)
-    p = config.patch_size
     if config.ndim == 2:
         from tomocare.tilt.pairs import as_image_stack
 
         pairs = [(as_image_stack(even), as_image_stack(odd)) for even, odd in pairs]
-    check_pairs(pairs, p, masks, ndim=config.ndim)
+    given_patch = "patch_size" in config.model_fields_set or resume
+    check_pairs(pairs, config.patch_size if given_patch else smallest_patch(config), masks, ndim=config.ndim)
     names = list(names) if names else [describe(even, f"pair {i}") for i, (even, _) in enumerate(pairs)]
     trained_on = [
         describe(volume, f"{names[i]} ({half})")
@@ -290,35 +356,53 @@ def train(
     ]
     device = resolve_device(config.device)
     _check_out_dir(out_dir, resume=resume, overwrite=overwrite)
-    checkpoint = _load_checkpoint(out_dir / CHECKPOINT, config) if resume else None
-    if checkpoint is not None:
+    checkpoint = None
+    if resume:
+        checkpoint, config = _load_checkpoint(out_dir / CHECKPOINT, config)
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif mean is None or std is None:
         log.info("computing the normalisation over %d pairs", len(pairs))
         mean, std = dataset_stats(client, pairs)
-    coarse = [None if m is None else coarse_mask(client, m, max(1, p // 4)) for m in masks] if masks else None
-    plan = plan_patches(
-        [tuple(even.shape) for even, _ in pairs],
-        patch_size=p,
-        n_train=config.n_patches,
-        n_val=config.val_patches,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        masks=coarse,
-        names=names,
-        ndim=config.ndim,
-    )
-    if not resume:
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # _check_out_dir allowed it: nothing of value, or ours and overwrite
-        out_dir.mkdir(parents=True)
-    provenance = {"config": config.model_dump(), "mean": mean, "std": std, "voxel_size": voxel_size,
-                  "trained_on": trained_on, "validation_start_y": list(plan.val_start)}
-    (out_dir / CONFIG_JSON).write_text(json.dumps(provenance, indent=2) + "\n")
+    if config.time_limit is None and "max_steps" not in config.model_fields_set:
+        progress_log.info("no time limit given: training is planned for %.0f s (set one with --time-limit)", DEFAULT_BUDGET)
+    limit = config.time_limit or (DEFAULT_BUDGET if "max_steps" not in config.model_fields_set else math.inf)
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads or default_threads())
     try:
+        if checkpoint is not None:
+            plan = TrainingPlan.from_dict(checkpoint["plan"]) if "plan" in checkpoint else None
+        else:
+            budget = limit - (time.monotonic() - started) - 1.0  # one second for the last save
+            config, plan = plan_training(config, device, [tuple(even.shape) for even, _ in pairs],
+                                         budget=budget if math.isfinite(budget) else DEFAULT_BUDGET)
+        if plan is None:  # a checkpoint of an older version: its settings as they were
+            plan = TrainingPlan(config.patch_size, config.batch_size, config.precision, 0.0, limit, config.max_steps,
+                                config.steps_per_epoch, config.lr, config.warmup, config.schedule, str(device), ())
+        progress_log.info("%s", plan.describe())
+        p = config.patch_size
+        check_pairs(pairs, p, masks, ndim=config.ndim)
+        coarse = [None if m is None else coarse_mask(client, m, max(1, p // 4)) for m in masks] if masks else None
+        patch_plan = plan_patches(
+            [tuple(even.shape) for even, _ in pairs],
+            patch_size=p,
+            n_train=config.n_patches,
+            n_val=config.val_patches,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            masks=coarse,
+            names=names,
+            ndim=config.ndim,
+        )
+        if not resume:
+            if out_dir.exists():
+                shutil.rmtree(out_dir)  # _check_out_dir allowed it: nothing of value, or ours and overwrite
+            out_dir.mkdir(parents=True)
+        provenance = {"config": config.model_dump(), "plan": plan.to_dict(), "mean": mean, "std": std,
+                      "voxel_size": voxel_size, "trained_on": trained_on,
+                      "validation_start_y": list(patch_plan.val_start)}
+        (out_dir / CONFIG_JSON).write_text(json.dumps(provenance, indent=2) + "\n")
+
         torch.manual_seed(config.seed)
         net = UNet(config.ndim, config.depth, config.base_channels, config.residual, n_conv=config.n_conv,
                    upsample=config.upsample).to(device)
@@ -329,17 +413,28 @@ def train(
             optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
         )
         model_args = dict(mean=mean, std=std, voxel_size=voxel_size, patch_size=p, trained_on=trained_on)
-        run = _Run(net, optimizer, scheduler, _State(), config, device, out_dir, model_args)
+        run = _Run(net, optimizer, scheduler, _State(), config, plan, device, out_dir, model_args,
+                   end=started + limit)
         if checkpoint is not None:
             run.restore(checkpoint)
             log.info("resuming %s at step %d (epoch %d)", out_dir, run.state.step, run.state.epoch)
         common = dict(patch_size=p, mean=mean, std=std, batch_size=config.batch_size, seed=config.seed,
                       prefetch=config.prefetch, ndim=config.ndim)
         augment = Augment(flip=config.flip, swap=config.swap, rot90=config.rot90)
-        run.run(
-            PatchStream(client, pairs, plan.train, augment=augment, **common),
-            PatchStream(client, pairs, plan.val, shuffle=False, **common),
+        reason = run.run(
+            PatchStream(client, pairs, patch_plan.train, augment=augment, **common),
+            PatchStream(client, pairs, patch_plan.val, shuffle=False, **common),
         )
     finally:
         torch.set_num_threads(old_threads)
+    summary = run.summary(reason)
+    if (out_dir / MODEL_JSON).exists():
+        update_extra(out_dir, {"training": summary})
+    (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    progress_log.info("training stopped at step %d (%s); best validation loss %.5g at validation %d of %d "
+                      "(%.0f s, %.0f s of it waiting for patches)", run.state.step, reason, run.state.best_val,
+                      run.state.best_epoch, run.state.epoch, time.monotonic() - started, run.data_wait)
+    if summary["under_trained"]:
+        log.warning("%s: under-trained: the validation loss was still falling when training stopped (%s); "
+                    "give it more time (--time-limit)", out_dir, reason)
     return out_dir

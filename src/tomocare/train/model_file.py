@@ -118,6 +118,16 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def update_extra(directory: str | os.PathLike, extra: dict) -> None:
+    """Merge ``extra`` into the model's free-form ``extra`` (e.g. why training stopped); weights untouched."""
+    from tomocare.io.atomic import write_atomic
+
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    meta["extra"] = {**meta.get("extra", {}), **extra}
+    write_atomic(directory / MODEL_JSON, json.dumps(meta, indent=2) + "\n")
+
+
 def _read_meta(directory: Path) -> dict:
     path = directory / MODEL_JSON
     if not path.is_file():
