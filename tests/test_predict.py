@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -55,10 +57,12 @@ def halves(tmp_path_factory):
     return even, odd
 
 
-def _reference(model_dir, even, odd):
+def _reference(model_dir, even, odd, precision="auto"):
+    """Whole-volume prediction, at the engine's default precision (bf16 on CPUs that have it)."""
     net, info = load_model(model_dir)
     vols = [np.asarray(open_volume(p).array[...]) for p in (even, odd)]
-    preds = [predict_whole(net, v, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std) for v in vols]
+    preds = [predict_whole(net, v, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std,
+                           precision=precision) for v in vols]
     return (preds[0] + preds[1]) / 2
 
 
@@ -69,6 +73,11 @@ def test_distributed_prediction_equals_whole_volume(tmp_path, client, model_dir,
     out = np.asarray(zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][:])
     ref = _reference(model_dir, *halves)
     assert np.abs(out - ref).max() <= 1e-5
+    fp32 = tmp_path / "fp32.zarr"
+    predict(setup_prediction(model_dir, list(halves), fp32, chunks=32, precision="fp32"), client)
+    out32 = np.asarray(zarr.open_group(str(fp32), mode="r")["0"][:])
+    assert np.abs(out32 - _reference(model_dir, *halves, precision="fp32")).max() <= 1e-5
+    shutil.rmtree(fp32)
     assert stats.mean == pytest.approx(float(ref.astype(np.float64).mean()), rel=1e-5)
     vol = open_volume(tmp_path / "out.zarr")
     assert vol.voxel_size == (10.0, 10.0, 10.0)
@@ -176,7 +185,7 @@ def test_2d_network_on_an_image_stack(tmp_path, client):
     predict(setup, client)
     out = np.asarray(open_volume(tmp_path / "s.zarr").array[...])
     net, info = load_model(model)
-    ref = np.stack([predict_whole(net, img, halo=info.halo, factor=info.downsampling_factor) for img in stack])
+    ref = np.stack([predict_whole(net, img, halo=info.halo, factor=info.downsampling_factor, precision="auto") for img in stack])
     assert np.abs(out - ref).max() <= 1e-5
 
 

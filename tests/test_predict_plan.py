@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tomocare import TomocareError
 from tomocare.nn.unet import UNet
 from tomocare.predict.plan import BlockPlan
-from tomocare.predict.tiles import compute_block, predict_whole
+from tomocare.predict.tiles import compute_block, piece_shape, predict_whole
 
 torch.manual_seed(0)
 NETS = {depth: UNet(ndim=3, depth=depth, base_channels=4).eval() for depth in (1, 2)}
@@ -65,3 +65,28 @@ def test_invalid_block_names_nearest_sizes():
 def test_default_ratio_reported():
     plan = BlockPlan((256, 1024, 1024), (128, 128, 128), (24, 24, 24), 4)
     assert plan.describe()["computed_to_output_ratio"] == pytest.approx((176 / 128) ** 3, rel=1e-3)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 5), st.integers(2000, 300_000))
+def test_pieces_fit_the_memory_bound_and_sit_on_the_grid(scale, max_voxels):
+    halo, factor = 8, 4
+    tile = tuple(2 * halo + factor * scale * k for k in (3, 4, 5))
+    piece = piece_shape(tile, halo, factor, max_voxels)
+    if piece is None:
+        assert np.prod(tile) <= max_voxels
+    else:
+        assert all(p % factor == 0 for p in piece)
+        assert np.prod([p + 2 * halo for p in piece]) <= max_voxels or piece == (factor,) * 3
+
+
+def test_a_tile_computed_in_pieces_equals_the_whole_tile():
+    torch.manual_seed(3)
+    net = UNet(depth=2, base_channels=4, residual=False)
+    volume = np.random.default_rng(2).normal(size=(36, 52, 44)).astype(np.float32)
+    kw = dict(halo=net.halo, factor=net.downsampling_factor, mean=0.1, std=2.0, precision="fp32")
+    whole = predict_whole(net, volume, **kw)
+    pieces = predict_whole(net, volume, **kw, max_voxels=(16 + 2 * net.halo) ** 3)
+    assert piece_shape([s + 2 * net.halo for s in (36, 52, 44)], net.halo, net.downsampling_factor,
+                       (16 + 2 * net.halo) ** 3) is not None
+    assert np.abs(pieces - whole).max() <= 1e-5

@@ -23,7 +23,7 @@ import zarr
 from distributed import Client, as_completed, get_worker
 
 from tomocare.errors import TomocareError
-from tomocare.io.atomic import commit, remove, temporary_sibling
+from tomocare.io.atomic import commit, refuse_inputs, remove, temporary_sibling
 from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
 from tomocare.io.stats import Stats, block_stats
 from tomocare.io.discover import Pair, open_pair
@@ -68,16 +68,19 @@ def cached_model(model_dir: str):
 
 @dataclass(frozen=True)
 class NetworkOperator:
-    """A trained network as a block operator: both halves in one batch, outputs averaged."""
+    """A trained network as a block operator: each half's tile in turn, outputs averaged; a tile
+    larger than ``max_voxels`` is computed in pieces (bounded memory, same result)."""
 
     model_dir: str
-    precision: str = "fp32"
+    precision: str = "auto"
+    max_voxels: int | None = None
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         from tomocare.predict.tiles import run_network
 
         net, info = cached_model(self.model_dir)
-        return run_network(net, tiles, mean=info.mean, std=info.std, precision=self.precision)
+        return run_network(net, tiles, mean=info.mean, std=info.std, precision=self.precision, halo=info.halo,
+                           factor=info.downsampling_factor, max_voxels=self.max_voxels)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,20 @@ def run_block(job: BlockJob, index: tuple[int, ...]) -> np.ndarray:
     return block_stats(core)
 
 
+def input_identity(path: Path) -> list:
+    """Size, modification time and inode of an input file, or of a zarr store's metadata and
+    level-0 chunk directory: a new file written at the same path differs."""
+    parts = [path] if path.is_file() else [path / "zarr.json", path / "0" / "zarr.json", path / "0"]
+    out = []
+    for part in parts:
+        try:
+            st = part.stat()
+        except OSError:
+            continue
+        out.append([part.name, st.st_size, st.st_mtime_ns, st.st_ino])
+    return out
+
+
 @dataclass
 class PredictionSetup:
     """The checked inputs of a block-wise run and its plan; ``describe()`` is the dry run."""
@@ -121,10 +138,13 @@ class PredictionSetup:
     dtype: str
     attrs: dict = field(default_factory=dict)  # provenance written into the output's metadata
     memory_per_task: int = 0  # bytes, rough
+    pieces: list[int] | None = None  # a tile's core computed in pieces of this size (CPU memory bound)
 
     def fingerprint(self) -> str:
+        """What the output depends on: operator, inputs (path and identity on disk), plan, layout.
+        An input replaced between an interrupted run and its rerun changes it: the rerun starts afresh."""
         blob = json.dumps(
-            [self.identity, [str(v.path.resolve()) for v in self.inputs],
+            [self.identity, [[str(v.path.resolve()), input_identity(v.path)] for v in self.inputs],
              self.plan.describe(), list(self.chunks), self.dtype],
             sort_keys=True,
         )
@@ -138,6 +158,7 @@ class PredictionSetup:
             "output_chunks": list(self.chunks),
             "dtype": self.dtype,
             "estimated_memory_per_task_mib": round(self.memory_per_task / 2**20),
+            **({"network_pieces": self.pieces} if self.pieces else {}),
         }
 
 
@@ -159,6 +180,18 @@ def _block_plan(shape: tuple[int, ...], chunks: int, block: int | None, halo: tu
     return BlockPlan(shape, block_shape, halo, factor), chunk_shape
 
 
+#: Memory for the network's activations per task on CPU workers, when not set: with two workers and
+#: the client, a default run stays within 2 GiB (benchmarks/quality.py prints the peak).
+CPU_TASK_MEMORY = 384 * 2**20
+
+
+def network_bytes_per_voxel(config: dict, precision: str) -> int:
+    """Peak inference memory per tile voxel of one network call (measured: 16 channels, two
+    convolutions per level: ~425 B fp32, ~230 B bf16 at 120^3; a little less at larger tiles)."""
+    per_channel = 15 if precision == "bf16" else 28
+    return per_channel * int(config.get("base_channels", 16)) + 8
+
+
 def setup_prediction(
     model_dir: str | os.PathLike,
     inputs: list[str | os.PathLike],
@@ -168,7 +201,8 @@ def setup_prediction(
     chunks: int = 128,
     dtype: str = "float32",
     strict: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
+    task_memory_mib: int | None = None,
     free_memory: int | None = None,
 ) -> PredictionSetup:
     """Open and check the model and inputs; build the block plan. Reads no voxel data.
@@ -176,14 +210,20 @@ def setup_prediction(
     With ``free_memory`` (bytes of the workers' GPUs, see ``gpu_free_memory``) and no ``block``,
     the block is the largest multiple of ``chunks`` whose task fits in half of it: larger blocks
     waste less on halos (computed/output ratio 2.97 at 128, 1.81 at 256, 1.50 at 384 for halo 28).
+    Without it (CPU workers) a tile larger than ``task_memory_mib`` (default ``CPU_TASK_MEMORY``)
+    allows is computed in pieces: memory per task is bounded, the output is the same.
     """
+    import torch
+
     from tomocare.train.model_file import load_model
+    from tomocare.train.plan import resolve_precision
 
     model_dir, out = Path(model_dir), Path(out)
+    refuse_inputs(out, [*inputs, model_dir])
     _, info = load_model(model_dir)
     _check_dtype(dtype)
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise TomocareError(f"precision {precision!r} not supported (fp32, bf16 or fp16)")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise TomocareError(f"precision {precision!r} not supported (auto, fp32, bf16 or fp16)")
     net_ndim = int(info.config.get("ndim", 3))
     volumes = _open_inputs(inputs, images=net_ndim == 2)
     if info.voxel_size:
@@ -200,15 +240,26 @@ def setup_prediction(
         halo, factor = network_geometry(len(volumes[0].shape), net_ndim, info.halo, info.downsampling_factor)
     except TomocareError as err:
         raise TomocareError(f"{volumes[0].path}: {err} (use a {len(volumes[0].shape)}-D model)") from None
-    # Rough peak of one task: input tiles, and ~4 full-resolution feature maps per input tile.
-    bytes_per_voxel = 4 * len(volumes) * (2 + 4 * info.config.get("base_channels", 16))
+    device = torch.device("cuda" if free_memory else "cpu")
+    bytes_per_voxel = network_bytes_per_voxel(info.config, resolve_precision(precision, device))
     if block is None and free_memory:
         block = _largest_block(volumes[0].shape, chunks, halo, factor, bytes_per_voxel, free_memory // 2)
     plan, chunk_shape = _block_plan(volumes[0].shape, chunks, block, halo, factor)
-    memory = int(np.prod(plan.tile_shape(plan.block))) * bytes_per_voxel
-    operator = NetworkOperator(str(model_dir.resolve()), precision)
-    identity = (model_dir / "model.json").read_text()  # names the weights' checksum
-    return PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory)
+    tile = plan.tile_shape(plan.block)
+    max_voxels = None
+    if not free_memory:
+        budget = CPU_TASK_MEMORY if task_memory_mib is None else task_memory_mib * 2**20
+        max_voxels = max(1, budget // bytes_per_voxel)
+    from tomocare.predict.tiles import piece_shape
+
+    piece = piece_shape(tile, info.halo, info.downsampling_factor, max_voxels) if net_ndim == 3 else None
+    per_call = int(np.prod([p + 2 * info.halo for p in piece])) if piece else int(np.prod(tile))
+    memory = per_call * bytes_per_voxel + 4 * len(volumes) * int(np.prod(tile)) * 2
+    operator = NetworkOperator(str(model_dir.resolve()), precision, max_voxels if piece else None)
+    identity = (model_dir / "model.json").read_text() + f"\nprecision {precision}"  # names the weights' checksum
+    setup = PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory)
+    setup.pieces = None if piece is None else list(piece)
+    return setup
 
 
 def _largest_block(shape, chunks: int, halo, factor, bytes_per_voxel: int, budget: int) -> int:
@@ -246,6 +297,7 @@ def setup_filter(
 ) -> PredictionSetup:
     """The block-wise run of a classical filter (even and odd averaged first): same engine as ``predict``."""
     _check_dtype(dtype)
+    refuse_inputs(out, inputs)
     volumes = _open_inputs(inputs)
     ndim = len(volumes[0].shape)
     plan, chunk_shape = _block_plan(volumes[0].shape, chunks, block, (filter.halo(),) * ndim, (1,) * ndim)
@@ -282,7 +334,7 @@ def predict(
         done = {}
     target = zarr.open_array(str(tmp / "0"), mode="r+")
     job = BlockJob(setup.operator, tuple(v.array for v in setup.inputs), target, setup.plan)
-    rows = _run_blocks(job, client, done, tmp / DONE_FILE, progress)
+    rows = _run_blocks(job, client, done, tmp / DONE_FILE, progress, out.name)
     stats = Stats.from_rows(np.stack(list(rows.values())))
 
     group = zarr.open_group(str(tmp), mode="r+")
@@ -325,12 +377,12 @@ def _resume_state(tmp: Path, fingerprint: str) -> dict | None:
     return done
 
 
-def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, progress: bool) -> dict:
+def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, progress: bool, name: str = "blocks") -> dict:
     """Submit blocks in waves (bounded in flight), record each as it completes."""
     todo = [b.index for b in job.plan.blocks() if b.index not in done]
     threads = sum(client.nthreads().values()) or 1
     in_flight = max(4, 3 * threads)
-    bar = _progress(job.plan.n_blocks, len(done), progress)
+    bar = _progress(job.plan.n_blocks, len(done), progress, name)
     results = dict(done)
     with done_file.open("a") as log_file:
         pending = iter(todo)
@@ -367,14 +419,31 @@ def _take(iterator, n: int) -> list:
     return out
 
 
-def _progress(total: int, start: int, enabled: bool):
-    """A rich progress bar over blocks, or a no-op."""
+def _progress(total: int, start: int, enabled: bool, name: str = "blocks"):
+    """A rich progress bar over blocks on a terminal; otherwise a log line on ``tomocare.progress``
+    at most every ``LOG_INTERVAL`` seconds and at the end (blocks done / total, rate)."""
     if not enabled:
-        return lambda n, close=False: None
+        import time
+
+        from tomocare.train import progress as training_progress
+
+        t0 = last = time.monotonic()
+        done = start
+
+        def log_line(n: int, close: bool = False) -> None:
+            nonlocal done, last
+            done += n
+            now = time.monotonic()
+            if close or now - last >= training_progress.LOG_INTERVAL:
+                last = now
+                rate = (done - start) / max(now - t0, 1e-9)
+                training_progress.progress_log.info("%s: %d/%d blocks, %.2f blocks/s", name, done, total, rate)
+
+        return log_line
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    task = bar.add_task("blocks", total=total, completed=start)
+    task = bar.add_task(name, total=total, completed=start)
     bar.start()
 
     def advance(n: int, close: bool = False) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,10 +13,14 @@ from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA when asked for; full precision otherwise (and always on CPU)."""
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
+    """bf16/fp16 autocast when asked for ("auto": bf16 where the device does it fast), else full precision."""
+    from tomocare.train.plan import autocast as _autocast
+    from tomocare.train.plan import resolve_precision
+
+    precision = resolve_precision(precision, device)
+    if device.type == "cpu" and precision == "fp16":
+        precision = "fp32"  # no fast fp16 convolutions on CPUs
+    return _autocast(device, precision)
 
 
 def prepare(net: torch.nn.Module) -> torch.nn.Module:
@@ -42,19 +48,61 @@ def run_tiles(
     return y.cpu().numpy()
 
 
+def piece_shape(tile: Sequence[int], halo: int, factor: int, max_voxels: int | None) -> tuple[int, ...] | None:
+    """The shape of the pieces a 3-D tile's core is computed in, so each network call sees at most
+    ``max_voxels`` voxels (piece plus halo), choosing the split that computes the fewest voxels in
+    all (pieces of equal size, multiples of ``factor``); None when the whole tile fits."""
+    if max_voxels is None or int(np.prod(tile)) <= max_voxels or halo == 0:
+        return None
+    core = [n - 2 * halo for n in tile]
+    best = None
+    for counts in itertools.product(range(1, 17), repeat=3):
+        piece = [round_up(-(-c // k), factor) for c, k in zip(core, counts)]  # ceil(c / k), on the grid
+        if int(np.prod([p + 2 * halo for p in piece])) > max_voxels:
+            continue
+        computed = int(np.prod([-(-c // p) for c, p in zip(core, piece)])) * int(np.prod([p + 2 * halo for p in piece]))
+        if best is None or computed < best[0]:
+            best = (computed, tuple(piece))
+    return best[1] if best else (factor,) * 3
+
+
+def _run_pieces(net, tile: np.ndarray, *, halo: int, piece: Sequence[int], **kw) -> np.ndarray:
+    """The network on one tile (z, y, x), piece by piece over its core (the tile less ``halo`` on each
+    side, a multiple of the down-sampling factor), each piece read with its halo from the tile.
+    Equal to one call on the whole tile where it matters: the core (the halo is left at 0)."""
+    out = np.zeros(tile.shape, np.float32)
+    core = [n - 2 * halo for n in tile.shape]
+    for corner in np.ndindex(*[-(-c // p) for c, p in zip(core, piece)]):
+        lo = [halo + i * p for i, p in zip(corner, piece)]
+        hi = [min(a + p, halo + c) for a, p, c in zip(lo, piece, core)]
+        part = tile[tuple(slice(a - halo, b + halo) for a, b in zip(lo, hi))]
+        result = run_tiles(net, part[None], **kw)[0]
+        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = result[(slice(halo, -halo),) * 3]
+    return out
+
+
 def run_network(
-    net: torch.nn.Module, tiles: np.ndarray, *, mean: float, std: float, precision: str = "fp32"
+    net: torch.nn.Module, tiles: np.ndarray, *, mean: float, std: float, precision: str = "fp32",
+    halo: int = 0, factor: int = 1, max_voxels: int | None = None,
 ) -> np.ndarray:
-    """The network on the tiles of every source (even, odd) in one batch, averaged.
+    """The network on the tile of every source (even, odd), one after the other, averaged.
 
     ``tiles`` is ``(n_sources, *tile)``. A 2-D network takes a tile of a stack of images
-    ``(n_sources, n_images, y, x)`` as a batch of single images.
+    ``(n_sources, n_images, y, x)`` as a batch of single images. A 3-D tile larger than
+    ``max_voxels`` is computed in pieces of its core (``halo`` and ``factor`` of the network), which
+    bounds memory; the output's halo is then 0, which the engine crops anyway.
     """
     n, *tile = tiles.shape
+    kw = dict(mean=mean, std=std, precision=precision)
     if getattr(net, "ndim", 3) == 2:
-        out = run_tiles(net, tiles.reshape(-1, *tile[-2:]), mean=mean, std=std, precision=precision)
+        out = run_tiles(net, tiles.reshape(-1, *tile[-2:]), **kw)
         return out.reshape(n, *tile).mean(axis=0)
-    return run_tiles(net, tiles, mean=mean, std=std, precision=precision).mean(axis=0)
+    piece = piece_shape(tile, halo, factor, max_voxels)
+    total = np.zeros(tile, np.float32)
+    for source in tiles:  # one at a time: a batch of two costs twice the memory and runs no faster on CPUs
+        total += run_tiles(net, source[None], **kw)[0] if piece is None else _run_pieces(net, source, halo=halo,
+                                                                                         piece=piece, **kw)
+    return total / n
 
 
 def compute_block(
@@ -65,7 +113,8 @@ def compute_block(
 
 
 def predict_whole(
-    net: torch.nn.Module, volume: np.ndarray, *, halo: int, factor: int, mean: float = 0.0, std: float = 1.0
+    net: torch.nn.Module, volume: np.ndarray, *, halo: int, factor: int, mean: float = 0.0, std: float = 1.0,
+    precision: str = "fp32", max_voxels: int | None = None,
 ) -> np.ndarray:
     """Reference: the network on a whole in-memory volume (reflect-padded by the halo, cropped).
 
@@ -75,4 +124,5 @@ def predict_whole(
     halos, factors = network_geometry(volume.ndim, getattr(net, "ndim", 3), halo, factor)
     plan = BlockPlan(volume.shape, tuple(round_up(s, f) for s, f in zip(volume.shape, factors)), halos, factors)
     (block,) = list(plan.blocks())
-    return block.crop(run_network(net, read_tiles((volume,), block), mean=mean, std=std))
+    return block.crop(run_network(net, read_tiles((volume,), block), mean=mean, std=std, precision=precision,
+                                  halo=halos[-1], factor=factors[-1], max_voxels=max_voxels))
