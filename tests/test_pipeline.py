@@ -153,3 +153,28 @@ def test_per_tomogram_training(tmp_path, dataset, client):
     assert not (out / "model").exists()
     saved = json.loads((out / "config.json").read_text())
     assert saved["denoise"]["per_tomogram"] is True and saved["train"]["max_steps"] == 4 and "version" in saved
+
+
+def test_changed_training_settings_are_refused_unless_retrain(tmp_path, dataset, client, capsys):
+    subset = tmp_path / "data"
+    subset.mkdir()
+    for f in dataset.glob("tomo_000_*"):
+        (subset / f.name).symlink_to(f)
+    settings = ("[train]\npatch_size = 16\ndepth = 1\nbase_channels = 4\nn_patches = 16\nn_val_patches = 4\n"
+                "batch_size = 4\nsteps_per_epoch = 2\nmax_steps = {}\n[denoise]\nmrc = false\n")
+    (tmp_path / "a.toml").write_text(settings.format(4))
+    (tmp_path / "b.toml").write_text(settings.format(6))
+    out = tmp_path / "out"
+    args = ["denoise", str(subset), "--out", str(out), "--chunks", "32", "--config"]
+    assert main(args + [str(tmp_path / "a.toml")]) == 0
+    first = json.loads((out / "model" / "model.json").read_text())["weights_sha256"]
+    capsys.readouterr()
+    assert main(args + [str(tmp_path / "b.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "max_steps" in err and "--retrain" in err
+    assert main(args + [str(tmp_path / "b.toml"), "--retrain"]) == 0
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["weights_sha256"] != first and model["extra"]["training"]["step"] == 6
+    assert _state(out)["tomo_000"]["model"] == model["weights_sha256"]  # the tomogram was redone
+    report = (out / "report" / "summary.md").read_text()
+    assert "not resolution" in report and "step limit reached" in report

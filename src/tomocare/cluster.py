@@ -30,6 +30,29 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 
 
+def trim_memory() -> None:
+    """Give freed heap memory back to the operating system (glibc's malloc_trim; a no-op elsewhere).
+
+    After training, the client's and workers' allocators keep hundreds of MB they no longer use;
+    prediction then starts from a lower resident size (dask's advice for "unmanaged memory").
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def release_memory(client: Client) -> None:
+    """:func:`trim_memory` in this process and on every worker of ``client``."""
+    trim_memory()
+    with contextlib.suppress(Exception):  # best effort: a worker that cannot run it loses nothing
+        client.run(trim_memory)
+
+
 def gpu_count() -> int:
     """Number of CUDA devices visible to this process.
 
@@ -58,7 +81,8 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
                 n_workers=min(n_workers or gpus, gpus),
                 threads_per_worker=threads_per_worker or 2,
                 memory_limit=memory_limit,
-                dashboard_address=":0",
+                host="127.0.0.1",  # scheduler, workers and dashboard on loopback only
+                dashboard_address="127.0.0.1:0",
             )
     cores = os.cpu_count() or 1
     threads = threads_per_worker or 1
@@ -68,7 +92,8 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
         threads_per_worker=threads,
         processes=True,
         memory_limit=memory_limit,
-        dashboard_address=":0",
+        host="127.0.0.1",  # scheduler, workers and dashboard on loopback only
+        dashboard_address="127.0.0.1:0",
     )
 
 

@@ -21,7 +21,9 @@ import numpy as np
 from distributed import Client
 
 from tomocare import __version__
+from tomocare.cluster import release_memory
 from tomocare.errors import TomocareError
+from tomocare.io.atomic import refuse_inputs
 from tomocare.io.discover import Discovery, VolumePair, check_voxel_sizes, discover_pairs, open_pair
 from tomocare.io.stats import Stats
 from tomocare.io.volume import Volume, open_volume
@@ -36,6 +38,7 @@ REPORT_CROP = 128  # edge of the central sub-volume used for FSC and PSNR in the
 class DenoiseOptions:
     model: Path | None = None  # reuse this model instead of training
     settings: Settings = field(default_factory=Settings)  # [train], [predict], [denoise]
+    retrain: bool = False  # train anew even if a finished model exists (its tomograms are redone)
 
 
 class State:
@@ -71,10 +74,31 @@ def _open_all(found: Discovery, dataset: Path, state: State) -> tuple[list[Volum
     return good, failed
 
 
+def _settings_changed(model_dir: Path, config) -> list[str]:
+    """Training settings given now that differ from those the existing model was trained with."""
+    path = model_dir / "train_config.json"
+    try:
+        saved = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return []
+    machine = {"device", "threads", "prefetch", "progress"}  # how, not what, is trained
+    return sorted(k for k in config.model_fields_set - machine if saved.get(k) != getattr(config, k))
+
+
 def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptions, voxel_size: float, client: Client) -> Path:
     from tomocare.train.loop import train
 
-    if (model_dir / "model.json").exists() and not (model_dir / "checkpoint.pt").exists():
+    config = options.settings.train
+    changed = _settings_changed(model_dir, config) if model_dir.exists() else []
+    if changed and not options.retrain:
+        raise TomocareError(
+            f"{model_dir}: trained with other settings ({', '.join(changed)}); rerun with --retrain to train "
+            "a new model (the denoised tomograms are then redone), or leave the settings as they were"
+        )
+    finished = (model_dir / "model.json").exists() and not (model_dir / "checkpoint.pt").exists()
+    if changed or (options.retrain and finished):  # an interrupted retraining resumes instead
+        shutil.rmtree(model_dir, ignore_errors=True)
+    elif finished:
         return model_dir  # finished in an earlier run
     train_on = options.settings.denoise.train_on
     subset = pairs[:train_on] if train_on else pairs
@@ -87,6 +111,7 @@ def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptio
         names=[p.name for p in subset], resume=resume,
     )
     (model_dir / "checkpoint.pt").unlink(missing_ok=True)  # marks training finished
+    release_memory(client)
     return model_dir
 
 
@@ -97,6 +122,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     dataset, out_dir = Path(dataset), Path(out_dir)
     found = discover_pairs(dataset)
+    refuse_inputs(out_dir, [p for pair in found.pairs for p in (pair.even, pair.odd)])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report").mkdir(exist_ok=True)
     state = State(out_dir / STATE)
@@ -118,21 +144,22 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
         done = state.tomogram(pair.name)
         zarr_out = out_dir / f"{pair.name}.zarr"
         mrc_out = out_dir / f"{pair.name}_denoised.mrc"
-        if done.get("status") == "done" and zarr_out.exists():
+        model_dir = options.model or shared_model
+        if done.get("status") == "done" and zarr_out.exists() and done.get("model") in (None, _model_id(model_dir)):
             log.info("%s: done in an earlier run, skipped", pair.name)
             rows.append(done | {"name": pair.name})
             continue
         try:
-            model_dir = options.model or shared_model
             if model_dir is None:  # --per-tomogram
                 model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1], client)
                 _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
             setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, **settings.predict.model_dump(),
                                      free_memory=free_memory)
-            predict(setup, client, overwrite=True)
+            predict(setup, client, overwrite=True, progress=settings.train.progress)
             if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)
-            entry = {"status": "done", "output": str(zarr_out), **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
+            entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir),
+                     **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
         except (TomocareError, OSError, ValueError) as err:
             log.debug("%s", traceback.format_exc())
             entry = {"status": "failed", "error": " ".join(str(err).split())}
@@ -152,6 +179,16 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     return rows
 
 
+def _model_id(model_dir: Path | None) -> str | None:
+    """The checksum of a model's weights (from model.json): which model denoised a tomogram."""
+    if model_dir is None:
+        return None
+    try:
+        return json.loads((Path(model_dir) / "model.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError):
+        return None
+
+
 def _copy_loss(model_dir: Path, target: Path) -> None:
     if (model_dir / "loss.png").exists():
         shutil.copyfile(model_dir / "loss.png", target)
@@ -163,7 +200,7 @@ def _central(volume: Volume, edge: int) -> tuple[slice, ...]:
 
 def _planes(array, shape) -> dict[str, np.ndarray]:
     z, y, x = (s // 2 for s in shape)
-    stride = max(1, max(shape) // 1024)  # pictures need no more than ~1000 pixels a side
+    stride = max(1, max(shape) // 1024)  # pictures need no more than ~1000 pixels a side (tomogram_report knows)
     return {
         "xy": np.asarray(array[z, ::stride, ::stride]),
         "xz": np.asarray(array[::stride, y, ::stride]),
@@ -177,6 +214,7 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
     from tomocare.evaluate.metrics import psnr
     from tomocare.evaluate.plots import fsc_figure
     from tomocare.evaluate.report import orthoslices
+    from tomocare.predict.engine import CPU_TASK_MEMORY, network_bytes_per_voxel
     from tomocare.predict.tiles import predict_whole
     from tomocare.train.model_file import load_model
 
@@ -184,21 +222,27 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
     crop = _central(pair.even, REPORT_CROP)
     even, odd = (np.asarray(v.array[crop], dtype=np.float32) for v in (pair.even, pair.odd))
     net, info = load_model(model_dir)
-    d_even, d_odd = (predict_whole(net, v, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std)
-                     for v in (even, odd))
+    # the network on each half's crop on its own, in pieces of bounded memory (as on the workers)
+    kw = dict(halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std, precision="auto",
+              max_voxels=CPU_TASK_MEMORY // network_bytes_per_voxel(info.config, "fp32"))
+    d_even, d_odd = (predict_whole(net, v, **kw) for v in (even, odd))
     vs = pair.even.voxel_size[-1]
     raw_fsc, den_fsc = fsc(even, odd, vs), fsc(d_even, d_odd, vs)
-    curves = {"raw": raw_fsc, "denoised": den_fsc}
+    curves = {"raw halves (resolution)": raw_fsc, "denoised halves (consistency, not resolution)": den_fsc}
     fsc_figure(curves, report_dir / f"{pair.name}_fsc.png",
                f"{pair.name}: FSC of the even vs odd halves (central {'x'.join(map(str, even.shape))} voxels)")
-    write_fsc_csv(curves, report_dir / f"{pair.name}_fsc.csv")
+    write_fsc_csv({"raw": raw_fsc, "denoised_consistency": den_fsc}, report_dir / f"{pair.name}_fsc.csv")
 
     raw_planes = [_planes(v.array, v.shape) for v in (pair.even, pair.odd)]
     avg = {k: (raw_planes[0][k] + raw_planes[1][k]) / 2 for k in raw_planes[0]}
     den = _planes(denoised.array, denoised.shape)
+    stride = max(1, max(pair.even.shape) // 1024)
     orthoslices({"raw (even+odd)/2": avg, "denoised": den}, report_dir / f"{pair.name}_slices.png",
-                f"{pair.name}: central orthoslices")
-    row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_A": den_fsc.crossing(0.143)}
+                f"{pair.name}: central orthoslices", pixel_size=vs * stride if vs else None)
+    row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_consistency_A": den_fsc.crossing(0.143)}
+    training = info.extra.get("training", {})
+    if "stop_reason" in training:
+        row["stop_reason"] = training["stop_reason"] + (" (under-trained)" if training.get("under_trained") else "")
     clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"
     clean = open_volume(clean_path) if clean_path.exists() else None  # simulated data carry their ground truth
     if clean is not None and clean.shape != pair.even.shape:

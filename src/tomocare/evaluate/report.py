@@ -12,17 +12,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> Path:
-    """One row of central xy, xz, yz slices per volume (e.g. raw and denoised), each with its own contrast."""
+def _scale_bar_length(width_a: float) -> float:
+    """A round length (1, 2 or 5 x 10^n Å) near a fifth of ``width_a``."""
+    target = width_a / 5
+    power = 10 ** np.floor(np.log10(target))
+    return max(m * power for m in (1, 2, 5) if m * power <= target) if target >= 1 else target
+
+
+def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, pixel_size: float | None = None) -> Path:
+    """One row of central xy, xz, yz slices per volume (e.g. raw and denoised): square pixels (true
+    aspect), one contrast shared by the three slices of a row, and a scale bar in Å when the
+    ``pixel_size`` (Å per displayed pixel) is known."""
     first = next(iter(rows.values()))
     widths = [first[k].shape[1] for k in ("xy", "xz", "yz")]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(14, 4.3 * len(rows)), squeeze=False, gridspec_kw={"width_ratios": widths})
+    height = max(first[k].shape[0] for k in ("xy", "xz", "yz"))
+    fig_width = 14
+    fig, axes = plt.subplots(len(rows), 3, figsize=(fig_width, 0.6 + len(rows) * fig_width * height / sum(widths) * 1.1),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
     for axrow, (label, planes) in zip(axes, rows.items()):
+        lo, hi = np.percentile(np.concatenate([planes[k].ravel() for k in ("xy", "xz", "yz")]), [0.5, 99.5])
         for ax, key in zip(axrow, ("xy", "xz", "yz")):
-            lo, hi = np.percentile(planes[key], [0.5, 99.5])
-            ax.imshow(planes[key], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect="auto" if key != "xy" else "equal")
-            ax.set_title(f"{label}: {key}")
+            ax.imshow(planes[key], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
+            ax.set_title(f"{label}: {key}", fontsize=10)
             ax.set_axis_off()
+        if pixel_size:
+            ny, nx = planes["xy"].shape
+            bar = _scale_bar_length(nx * pixel_size)
+            x0, y0 = 0.05 * nx, 0.93 * ny
+            axrow[0].plot([x0, x0 + bar / pixel_size], [y0, y0], color="yellow", linewidth=3)
+            axrow[0].text(x0, y0 - 0.03 * ny, f"{bar:g} Å", color="yellow", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -33,7 +51,8 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str) 
 def write_summary(rows: list[dict], report_dir: Path) -> None:
     """summary.json and summary.md: one row per tomogram."""
     (report_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    columns = [c for c in ("name", "status", "fsc143_raw_A", "fsc143_denoised_A", "psnr_raw_db", "psnr_denoised_db", "output") if any(c in r for r in rows)]
+    columns = [c for c in ("name", "status", "fsc143_raw_A", "psnr_raw_db", "psnr_denoised_db", "stop_reason", "output")
+               if any(c in r for r in rows)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         cells = []
@@ -43,4 +62,10 @@ def write_summary(rows: list[dict], report_dir: Path) -> None:
                 v = "Nyquist"  # the curve stays above 0.143 up to Nyquist
             cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    (report_dir / "summary.md").write_text("# tomocare denoising report\n\n" + "\n".join(lines) + "\n")
+    notes = [
+        "", "fsc143_raw_A: the resolution estimate, FSC 0.143 of the raw even and odd halves (central sub-volume).",
+        "The FSC of the denoised halves (in each NAME_fsc.png) measures how consistently one network treated both "
+        "halves, not resolution: the network was trained on both, so its outputs are not independent.",
+        "psnr_*_db: against NAME_clean.mrc where a simulated ground truth exists.",
+    ]
+    (report_dir / "summary.md").write_text("# tomocare denoising report\n\n" + "\n".join(lines + notes) + "\n")
