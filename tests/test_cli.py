@@ -90,3 +90,31 @@ def test_config_example_is_valid_and_bad_values_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.patch_size" in err and "predict.smoothing" in err
     assert main(["config", "--example", "--out", str(example)]) == 2  # exists: not overwritten
+
+
+def _commands() -> list[str]:
+    from tomocare.cli import app
+
+    return sorted(c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_usage_errors_are_two_lines_and_exit_2(command, capsys):
+    assert main([command, "--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("usage: tomocare") and lines[1].startswith("error: ")
+    assert "--no-such-option" in lines[1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["denoise", "data"],  # --out missing
+    ["predict", "--out", "o.zarr"],  # --model missing
+    ["simulate", "d", "--n", "two"],  # not a number
+    ["simulate", "d", "--shape", "64,128,128"],  # three numbers expected
+    ["nosuch"],
+])
+def test_missing_options_and_bad_values_exit_2_without_traceback(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(("usage:", "error:")) and "Traceback" not in err and len(err.strip().splitlines()) <= 2

@@ -175,3 +175,12 @@ def test_local_cluster_choice(monkeypatch):
 
     monkeypatch.setattr(cluster, "gpu_count", lambda: 0)
     assert type(cluster._local_cluster(None, 1, "auto")) is _Recorder
+
+
+
+def test_local_cluster_listens_on_loopback_only():
+    """The scheduler, the workers and the dashboard of the default local cluster bind 127.0.0.1."""
+    with cluster._local_cluster(1, 1, "1GiB") as local:
+        addresses = [local.scheduler_address, *local.scheduler_info["workers"]]
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+        assert local.dashboard_link.startswith("http://127.0.0.1:")

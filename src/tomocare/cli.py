@@ -32,11 +32,6 @@ Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker proces
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
 
 
-# Short-budget settings for the demo (CPU, minutes), as in benchmarks/quality.py: smaller patches
-# and batches than real runs, a higher learning rate, a small validation set.
-DEMO_TRAINING = {"patch_size": 32, "batch_size": 8, "n_patches": 2000, "n_val_patches": 64, "steps_per_epoch": 100, "lr": 1e-3}
-
-
 def _client(scheduler: str | None, workers: int | None):
     from tomocare.cluster import dask_client
 
@@ -104,10 +99,11 @@ def export(
     workers: Workers = None,
 ) -> None:
     """Export an OME-Zarr image to MRC, streamed chunk by chunk, with the original header restored."""
-    from tomocare.io.atomic import check_output
+    from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.io.volume import open_volume
 
+    refuse_inputs(out, [source])
     open_volume(source)
     check_output(out, overwrite=overwrite)
     with _client(scheduler, workers):
@@ -173,6 +169,7 @@ def train(
     workers: Workers = None,
 ) -> None:
     """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
+    from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
     from tomocare.io.stats import Stats
     from tomocare.train.loop import train as run_training
@@ -189,6 +186,7 @@ def train(
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
     pairs = _adjacent_tilt_pairs(tilt_series) if tilt_series else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
     voxel_size = check_voxel_sizes(pairs)
+    refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)])
     stored = [v.stats for p in pairs for v in (p.even, p.odd)]
     norm = Stats.merge(stored) if all(s is not None for s in stored) else None
     with _client(scheduler, workers) as client:
@@ -211,7 +209,7 @@ def predict(
     block: Annotated[Optional[int], typer.Option(help="Output block edge per task (a multiple of --chunks; default --chunks).")] = None,
     chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Output dtype: float32 or float16 [float32].")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="Network arithmetic on GPUs: fp32, bf16 or fp16 (CPU always fp32) [fp32].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Network arithmetic: auto (bf16 where the CPU or GPU does it fast), fp32, bf16 or fp16 [auto].")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
@@ -220,7 +218,7 @@ def predict(
     workers: Workers = None,
 ) -> None:
     """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
-    from tomocare.io.atomic import check_output
+    from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.predict.engine import gpu_free_memory, setup_prediction
     from tomocare.predict.engine import predict as run_prediction
@@ -240,6 +238,7 @@ def predict(
     if out.exists() and not overwrite:
         raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
     if mrc is not None:
+        refuse_inputs(mrc, [*inputs, model, out])
         check_output(mrc, overwrite=overwrite)
     with _client(scheduler, workers) as client:
         if client.dashboard_link:
@@ -282,7 +281,7 @@ def baseline(
 ) -> None:
     """Apply a classical filter block-wise on the prediction engine: out-of-core, distributed, seamless."""
     from tomocare.baselines import make_filter
-    from tomocare.io.atomic import check_output
+    from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.predict.engine import predict as run_blocks
     from tomocare.predict.engine import setup_filter
@@ -303,6 +302,7 @@ def baseline(
             return
         check_output(out, overwrite=overwrite)
         if mrc is not None:
+            refuse_inputs(mrc, [*inputs, out])
             check_output(mrc, overwrite=overwrite)
         stats = run_blocks(setup, client, overwrite=overwrite, progress=sys.stderr.isatty())
         if mrc is not None:
@@ -319,11 +319,13 @@ def _print_summary(rows: list[dict], out_dir: Path) -> int:
             typer.echo(f"  {r['name']}: FAILED: {r.get('error', '')}")
             continue
         parts = [f"  {r['name']}: {r['output']}"]
-        if r.get("fsc143_raw_A") or r.get("fsc143_denoised_A"):
-            fmt = lambda v: f"{v:.1f} Å" if v else "Nyquist"  # noqa: E731
-            parts.append(f"FSC 0.143 {fmt(r.get('fsc143_raw_A'))} -> {fmt(r.get('fsc143_denoised_A'))}")
+        if "fsc143_raw_A" in r:
+            value = r["fsc143_raw_A"]
+            parts.append(f"resolution (FSC 0.143 of the raw halves) {f'{value:.1f} Å' if value else 'Nyquist'}")
         if "psnr_raw_db" in r:
             parts.append(f"PSNR vs clean {r['psnr_raw_db']:.2f} -> {r['psnr_denoised_db']:.2f} dB")
+        if r.get("stop_reason"):
+            parts.append(f"training: {r['stop_reason']}")
         typer.echo("; ".join(parts))
     typer.echo(f"report: {out_dir / 'report' / 'summary.md'}")
     return failed
@@ -341,6 +343,7 @@ def denoise(
     mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help="Also write NAME_denoised.mrc beside NAME.zarr [yes].")] = None,
     chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
     allow_mixed: Annotated[Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings changed); tomograms are then redone.")] = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
@@ -354,7 +357,7 @@ def denoise(
         predict={"chunks": chunks},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
     )
-    options = DenoiseOptions(model=model, settings=settings)
+    options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
     with _client(scheduler, workers) as client:
         rows = denoise_dataset(dataset, out, options=options, client=client)
     failed = _print_summary(rows, out)
@@ -379,7 +382,7 @@ def demo(
             typer.echo(f"simulating 2 tomograms (96 x 192 x 192, SNR 0.1) in {data} ...")
             simulate_dataset(data, n_tomograms=2, shape=(96, 192, 192), snr=0.1, seed=0, overwrite=True)
         typer.echo(f"training for at most {time_limit:g} s, then predicting both tomograms ...")
-        settings = load_settings(None, train={**DEMO_TRAINING, "time_limit": time_limit, "progress": sys.stderr.isatty()})
+        settings = load_settings(None, train={"time_limit": time_limit, "progress": sys.stderr.isatty()})
         options = DenoiseOptions(settings=settings)
         rows = denoise_dataset(data, out / "results", options=options, client=client)
     _print_summary(rows, out / "results")
@@ -458,12 +461,31 @@ def info(
             typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test's capture, a redirected log)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress = logging.getLogger("tomocare.progress")  # plans, progress lines, why training stopped: always shown
+    if not progress.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
     if not verbose:  # dask logs every worker start and stop, and shutdown races, below ERROR
         for handler in logging.getLogger().handlers:
             handler.addFilter(lambda r: not r.name.startswith(("distributed", "tornado")) or r.levelno >= logging.ERROR)
@@ -476,20 +498,45 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+# typer bundles its own copy of click (0.2x) or uses click itself (older): catch both.
+_CLICKS = {click.exceptions, sys.modules[typer.BadParameter.__module__]}
+_USAGE_ERRORS = tuple(m.UsageError for m in _CLICKS)
+_CLICK_ERRORS = tuple(m.ClickException for m in _CLICKS)
+_EXITS = tuple({getattr(m, "Exit", typer.Exit) for m in _CLICKS} | {typer.Exit})
+_ABORTS = tuple({getattr(m, "Abort", typer.Abort) for m in _CLICKS} | {typer.Abort, KeyboardInterrupt})
+
+
+def _usage_error(exc) -> None:
+    """Two lines: the command's usage, and what is wrong with a pointer to --help."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        print(ctx.get_usage().replace("Usage:", "usage:", 1), file=sys.stderr)
+        where = f" (see '{ctx.command_path} --help')"
+    else:
+        where = " (see 'tomocare --help')"
+    print(f"error: {exc.format_message()}{where}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr (usage errors two) and exit code 2."""
     warnings.showwarning = _show_warning
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="tomocare")
     except TomocareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except _EXITS as exc:
+        return getattr(exc, "exit_code", 0)
+    except _USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # 'tomocare' or 'tomocare COMMAND' alone: the help
+            print(exc.format_message())
+            return 0
+        _usage_error(exc)
+        return 2
+    except _CLICK_ERRORS as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except _ABORTS:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
     return 0

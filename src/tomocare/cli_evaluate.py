@@ -30,9 +30,12 @@ def evaluate(
     from tomocare.evaluate.evaluate import evaluate as run_evaluation
     from tomocare.evaluate.evaluate import summary_lines
 
+    from tomocare.io.atomic import refuse_inputs
+
     for path in (a, b, reference, boxes, particles):
         if path is not None and not path.exists():
             raise TomocareError(f"{path}: no such file")
+    refuse_inputs(out, [a, b, reference, boxes, particles])
     if b is None and reference is None and boxes is None and particles is None:
         raise TomocareError("nothing to measure: give a second volume B, --reference, --boxes or --particles")
     if cube < 16:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tomocare.errors import TomocareError
-from tomocare.io.atomic import check_output
+from tomocare.io.atomic import check_output, refuse_inputs
 from tomocare.io.mrc import MRC_SUFFIXES, write_mrc
 from tomocare.io.omezarr import write_ome_zarr
 from tomocare.io.stats import Stats
@@ -58,6 +58,7 @@ def plan_conversions(
     """
     sources = [Path(s) for s in sources]
     out = Path(out)
+    refuse_inputs(out, sources)
     if len(sources) == 1 and out.suffix == ".zarr":
         targets = [out]
     else:
@@ -77,6 +78,7 @@ def export_mrc(
     source: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False
 ) -> Stats:
     """Stream an OME-Zarr image (or MRC) to an MRC file, restoring its header where known."""
+    refuse_inputs(out, [source])
     vol = open_volume(source)
     return write_mrc(
         vol.to_dask(),

@@ -165,6 +165,8 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
         raise TomocareError(f"{path}: no such file")
     if path.is_dir():
         raise TomocareError(f"{path}: is a directory, expected an MRC file")
+    if not path.is_file():  # a FIFO, socket or device would block or stream forever
+        raise TomocareError(f"{path}: not a regular file (a pipe, socket or device), expected an MRC file")
     try:
         with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
             hdr = mrc.header
