@@ -8,6 +8,7 @@ duration of one ``__getitem__`` call, so a worker's resident memory holds one ch
 from __future__ import annotations
 
 import base64
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,10 +180,10 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
                     + ")"
                 )
             file_dtype = mrcfile.utils.data_dtype_from_header(hdr)
-            shape = tuple(int(s) for s in mrcfile.utils.data_shape_from_header(hdr))
-            vs = mrc.voxel_size
+            shape = _data_shape(path, hdr)
+            vs = _voxel_size(path, hdr)
             header = MrcHeader(
-                voxel_size=(_f32(vs.z), _f32(vs.y), _f32(vs.x)),
+                voxel_size=vs,
                 origin=(_f32(hdr.origin.z), _f32(hdr.origin.y), _f32(hdr.origin.x)),
                 mode=mode,
                 header_b64=base64.b64encode(hdr.tobytes()).decode(),
@@ -194,7 +195,7 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
         raise
     except (ValueError, OSError) as err:
         raise TomocareError(f"{path}: not a readable MRC file ({_one_line(err)})") from None
-    expected = offset + int(np.prod(shape)) * file_dtype.itemsize
+    expected = offset + math.prod(shape) * file_dtype.itemsize  # Python integers: no overflow
     actual = path.stat().st_size
     if actual < expected:
         raise TomocareError(
@@ -310,6 +311,34 @@ def _write_header_stats(path: Path, stats: Stats) -> None:
         hdr.flush()
     finally:
         del hdr
+
+
+def _data_shape(path: Path, hdr) -> tuple[int, ...]:
+    """The data shape the header describes, checked: positive sizes; a volume-stack space group
+    (401-630) with one volume (mz 0 or mz = nz) reads as a volume, a stack of several is refused."""
+    nx, ny, nz, mz, ispg = (int(hdr.nx), int(hdr.ny), int(hdr.nz), int(hdr.mz), int(hdr.ispg))
+    if min(nx, ny, nz) < 1:
+        raise TomocareError(f"{path}: header sizes nx {nx}, ny {ny}, nz {nz} must be positive")
+    if 401 <= ispg <= 630 and 0 < mz < nz and nz % mz == 0:
+        raise TomocareError(f"{path}: a stack of {nz // mz} volumes (space group {ispg}); give one volume per file")
+    if ispg == 0 and nz == 1:
+        return (ny, nx)
+    return (nz, ny, nx)
+
+
+def _voxel_size(path: Path, hdr) -> tuple[float, float, float]:
+    """(z, y, x) voxel size in Å from the cell and the sampling; 0 where unset (sampling 0, or a
+    zero cell, as many programs write); a negative, infinite or NaN value is refused."""
+    sizes = []
+    for axis in ("z", "y", "x"):
+        cell, samples = np.float32(getattr(hdr.cella, axis)), int(getattr(hdr, f"m{axis}"))
+        with np.errstate(all="ignore"):
+            size = float(cell / np.float32(samples)) if samples > 0 else 0.0
+        if not math.isfinite(size) or size < 0:
+            raise TomocareError(f"{path}: voxel size along {axis} is {size:g} Å (cell {float(cell):g}, sampling "
+                                f"{samples}); fix the header (e.g. IMOD's alterheader -del)")
+        sizes.append(_f32(size))
+    return tuple(sizes)
 
 
 def _f32(value) -> float:

@@ -1,0 +1,64 @@
+"""Malformed MRC headers, generated field by field: every command that reads a header answers with a
+result or one line naming the file (exit 2), never a traceback or a hang, and never changes the file."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import write_test_mrc
+from tomocare.cli import main
+from tomocare.nn import UNet
+from tomocare.train.model_file import save_model
+
+SHAPE = (16, 24, 20)
+INT_FIELDS = {"nx": 0, "ny": 4, "nz": 8, "mode": 12, "mx": 28, "my": 32, "mz": 36, "ispg": 88, "nsymbt": 92}
+FLOAT_FIELDS = {"cella.x": 40, "cella.y": 44, "cella.z": 48}
+INT_VALUES = [0, -1, 1, 2, 7, 401, 2**31 - 1, -(2**31)]
+FLOAT_VALUES = [0.0, -10.0, float("nan"), float("inf"), 1e-30, 3e38]
+CASES = ([(name, "<i", off, v) for name, off in INT_FIELDS.items() for v in INT_VALUES]
+         + [(name, "<f", off, v) for name, off in FLOAT_FIELDS.items() for v in FLOAT_VALUES]
+         + [("ispg+mz", "stack", 0, v) for v in (0, 8, 16, 3)])  # volume stacks: mz 0, two volumes, one, odd
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "model"
+    save_model(path, UNet(depth=1, base_channels=2, residual=False), mean=0.0, std=1.0, voxel_size=10.0,
+               patch_size=16, trained_on=["t"])
+    return path
+
+
+def _mutate(path, fmt: str, offset: int, value) -> None:
+    data = bytearray(path.read_bytes())
+    if fmt == "stack":  # a volume-stack space group with mz = value
+        struct.pack_into("<i", data, INT_FIELDS["ispg"], 401)
+        struct.pack_into("<i", data, INT_FIELDS["mz"], value)
+    else:
+        struct.pack_into(fmt, data, offset, value)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name,fmt,offset,value", CASES, ids=[f"{c[0]}={c[3]}" for c in CASES])
+def test_malformed_header_one_line_or_a_sane_answer(tmp_path, model, capsys, name, fmt, offset, value):
+    path = write_test_mrc(tmp_path / "v.mrc", np.random.default_rng(0).normal(size=SHAPE).astype(np.float32),
+                          voxel_size=(10.0,) * 3)
+    _mutate(path, fmt, offset, value)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    for argv in (["info", str(path)], ["predict", "-m", str(model), "--input", str(path), "--out",
+                                       str(tmp_path / "o.zarr"), "--dry-run"]):
+        code = main(argv)
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and code in (0, 2), (argv, captured.err)
+        if code == 2:
+            lines = captured.err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), captured.err
+        elif argv[0] == "info":  # an answer: a shape that fits the file, a finite voxel size
+            assert "nan" not in captured.out.lower() and "inf" not in captured.out.lower(), captured.out
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "o.zarr").exists()
