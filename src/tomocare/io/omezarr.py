@@ -159,26 +159,74 @@ def is_zarr(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / "zarr.json").exists()
 
 
+#: Largest plausible level 0: 2^42 voxels (a 16k x 16k x 16k volume); beyond it, metadata is damaged.
+MAX_VOXELS = 2**42
+
+
 def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
-    """Open level 0 of an OME-Zarr image read-only; return it with the group attributes."""
+    """Open level 0 of an OME-Zarr image read-only; return it with the group attributes.
+
+    The metadata is checked before anything is read: multiscales with datasets, level 0 an array
+    of a real numeric type with positive chunks and a plausible shape, a positive finite scale of
+    one value per axis. Anything else is one ``TomocareError`` naming the store.
+    """
     path = Path(path)
     if not path.exists():
         raise TomocareError(f"{path}: no such file or directory")
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs = dict(group.attrs)
-        array = group["0"]
     except Exception as err:  # zarr raises several types for a malformed store
         raise TomocareError(f"{path}: not a readable OME-Zarr image ({' '.join(str(err).split())})") from None
-    if "ome" not in attrs:
+    ome = attrs.get("ome")
+    if not isinstance(ome, dict):
         raise TomocareError(f"{path}: zarr group has no OME-Zarr metadata ('ome' attribute)")
+    level = _level0(path, ome)
+    try:
+        array = group[level]
+    except Exception as err:
+        raise TomocareError(f"{path}: level {level!r} is not readable ({' '.join(str(err).split())})") from None
+    if not isinstance(array, zarr.Array):
+        raise TomocareError(f"{path}: level {level!r} is a group, not an array")
+    try:
+        dtype = np.dtype(array.dtype)
+    except TypeError:
+        dtype = np.dtype(object)
+    if dtype.kind not in "fiu" or dtype.itemsize > 8:
+        raise TomocareError(f"{path}: data type {dtype} is not supported (real integers or floats)")
+    if any(int(c) < 1 for c in array.chunks) or any(int(n) < 1 for n in array.shape):
+        raise TomocareError(f"{path}: level {level!r} has shape {array.shape} and chunks {array.chunks}; both must be positive")
+    if np.prod([float(n) for n in array.shape]) > MAX_VOXELS:
+        raise TomocareError(f"{path}: level {level!r} shape {array.shape} is implausibly large (damaged metadata?)")
+    voxel_size_from_attrs(attrs, path, array.ndim)  # checked now, read again by the caller
     return array, attrs
 
 
-def voxel_size_from_attrs(attrs: dict) -> tuple[float, ...]:
-    """Level-0 voxel size (z, y, x) in Å from OME-Zarr multiscales metadata."""
-    datasets = attrs["ome"]["multiscales"][0]["datasets"]
-    for transform in datasets[0]["coordinateTransformations"]:
-        if transform["type"] == "scale":
-            return tuple(float(v) for v in transform["scale"])
-    raise TomocareError("OME-Zarr metadata has no scale transform for level 0")
+def _level0(path: Path, ome: dict) -> str:
+    multiscales = ome.get("multiscales")
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise TomocareError(f"{path}: OME-Zarr metadata has no multiscales list")
+    datasets = multiscales[0].get("datasets")
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
+        raise TomocareError(f"{path}: OME-Zarr multiscales have no datasets")
+    level = datasets[0].get("path")
+    if not isinstance(level, str) or not level or level.startswith("/") or ".." in level.split("/"):
+        raise TomocareError(f"{path}: OME-Zarr dataset path {level!r} is not a path inside the store")
+    return level
+
+
+def voxel_size_from_attrs(attrs: dict, path: str | os.PathLike = "OME-Zarr", ndim: int | None = None) -> tuple[float, ...]:
+    """Level-0 voxel size (z, y, x) in Å from OME-Zarr multiscales metadata, checked."""
+    try:
+        transforms = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+        scales = [t["scale"] for t in transforms if isinstance(t, dict) and t.get("type") == "scale"]
+    except (KeyError, IndexError, TypeError):
+        scales = []
+    if not scales:
+        raise TomocareError(f"{path}: OME-Zarr metadata has no scale transform for level 0")
+    scale = scales[0]
+    ok = isinstance(scale, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+    values = tuple(float(v) for v in scale) if ok else ()
+    if not ok or (ndim is not None and len(values) != ndim) or not all(np.isfinite(v) and v > 0 for v in values):
+        raise TomocareError(f"{path}: OME-Zarr scale {scale!r} is not one positive number per axis")
+    return values

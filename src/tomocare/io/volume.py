@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import warnings
 from dataclasses import dataclass
@@ -54,19 +56,41 @@ def open_volume(path: str | os.PathLike, *, ndim: int = 3, images: bool = False)
         if array.ndim != ndim:
             raise TomocareError(f"{path}: expected a {ndim}-D volume, found shape {array.shape}")
         meta = attrs.get("tomocare", {})
-        header = MrcHeader.from_dict(meta["mrc_header"]) if "mrc_header" in meta else None
+        meta = meta if isinstance(meta, dict) else {}
+        header = _stored(path, meta, "mrc_header", MrcHeader.from_dict, "exported MRC files get a new header")
         return Volume(
             path=path,
             array=array,
-            voxel_size=voxel_size_from_attrs(attrs),
+            voxel_size=voxel_size_from_attrs(attrs, path, array.ndim),
             origin=tuple(header.origin) if header else (0.0, 0.0, 0.0),
-            stats=Stats.from_dict(meta["stats"]) if "stats" in meta else None,
+            stats=_stored(path, meta, "stats", Stats.from_dict, "they are computed again"),
             mrc_header=header,
         )
     if path.is_dir():
         raise TomocareError(f"{path}: a directory that is not a zarr store")
     mrc = open_mrc(path, ndim=ndim, images=images)
     return Volume(path, mrc, mrc.voxel_size, mrc.header.origin, None, mrc.header)
+
+
+def _stored(path: Path, meta: dict, key: str, parse, fallback: str):
+    """A tomocare attribute of a store, parsed; a damaged one is dropped with a warning saying
+    what happens instead (never made up)."""
+    if key not in meta:
+        return None
+    try:
+        value = parse(meta[key])
+        if isinstance(value, MrcHeader):
+            base64.b64decode(value.header_b64, validate=True)
+            value.extended_header  # noqa: B018 - decodes, raising on damage
+            if len(value.voxel_size) != 3 or len(value.origin) != 3:
+                raise ValueError("three values per axis expected")
+        if isinstance(value, Stats) and not all(isinstance(v, (int, float)) for v in vars(value).values()):
+            raise TypeError("numbers expected")
+        return value
+    except (KeyError, TypeError, ValueError, binascii.Error) as err:
+        reason = "bad base64" if isinstance(err, binascii.Error) else type(err).__name__
+        warnings.warn(f"{path}: stored {key} is damaged ({reason}); ignored, {fallback}", stacklevel=3)
+        return None
 
 
 def compute_stats(volume: Volume) -> Stats:
