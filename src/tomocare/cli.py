@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -539,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     except _ABORTS:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as err:  # a full or read-only disk, a permission, an I/O error, here or on a worker
+        where = f"{err.filename}: " if err.filename else ""
+        hint = "; free space and rerun the same command to resume" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"error: {where}{err.strerror or err}{hint}", file=sys.stderr)
+        return 2
     return 0
 
 

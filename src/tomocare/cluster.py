@@ -83,6 +83,7 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
                 memory_limit=memory_limit,
                 host="127.0.0.1",  # scheduler, workers and dashboard on loopback only
                 dashboard_address="127.0.0.1:0",
+                silence_logs=logging.CRITICAL,
             )
     cores = os.cpu_count() or 1
     threads = threads_per_worker or 1
@@ -94,6 +95,7 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
         memory_limit=memory_limit,
         host="127.0.0.1",  # scheduler, workers and dashboard on loopback only
         dashboard_address="127.0.0.1:0",
+        silence_logs=logging.CRITICAL,  # a failed task is reported by tomocare in one line, not as a worker traceback
     )
 
 

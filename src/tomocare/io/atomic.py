@@ -85,3 +85,31 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     tmp = temporary_sibling(path)
     tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the one lock of an output (``.NAME.lock`` beside it) for a run: a second run on the
+    same output is refused in one line naming the first. The operating system releases the lock
+    of a process that dies, so a killed run never blocks the next."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            other = f.read().strip() or "another process"
+            raise TomocareError(f"{path}: another tomocare run ({other}) is writing this output; "
+                                "wait for it or choose another output") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        f.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+

@@ -23,12 +23,13 @@ import zarr
 from distributed import Client, as_completed, get_worker
 
 from tomocare.errors import TomocareError
-from tomocare.io.atomic import commit, refuse_inputs, remove, temporary_sibling
+from tomocare.io.atomic import commit, output_lock, refuse_inputs, remove, temporary_sibling
 from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
 from tomocare.io.stats import Stats, block_stats
 from tomocare.io.discover import Pair, open_pair
 from tomocare.io.volume import Volume, open_volume
 from tomocare.predict.plan import BlockPlan, network_geometry, read_tiles, round_up
+from tomocare.train.sampler import describe
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,13 @@ def predict(
     overwrite: bool = False,
     progress: bool = False,
 ) -> Stats:
-    """Run the plan on the cluster of ``client``; resume a matching interrupted run."""
+    """Run the plan on the cluster of ``client``; resume a matching interrupted run. One run per
+    output at a time (``output_lock``)."""
+    with output_lock(setup.out):
+        return _predict(setup, client, overwrite=overwrite, progress=progress)
+
+
+def _predict(setup: PredictionSetup, client: Client, *, overwrite: bool, progress: bool) -> Stats:
     out = setup.out
     if out.exists() and not overwrite:
         raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
@@ -390,7 +397,12 @@ def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, prog
         for index in _take(pending, in_flight):
             futures.add(_submit(client, job, index))
         for future in futures:
-            index, row = future.result()
+            try:
+                index, row = future.result()
+            except (TomocareError, MemoryError):
+                raise
+            except Exception as err:  # a corrupt chunk, an I/O error on a worker: one line, the done-log kept
+                raise TomocareError(_block_failure(job, future.key, err)) from None
             results[index] = row
             log_file.write(",".join(map(str, index)) + " " + ",".join(repr(float(v)) for v in row) + "\n")
             log_file.flush()
@@ -400,6 +412,17 @@ def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, prog
             future.release()
     bar(0, close=True)
     return results
+
+
+def _block_failure(job: BlockJob, key: str, err: BaseException) -> str:
+    """One line: which block, where it reads from, what went wrong, what to do."""
+    index = tuple(int(i) for i in key.split("-")[2:-1])
+    block = job.plan.block_at(index)
+    region = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip("zyx"[-len(block.read):], block.read))
+    sources = ", ".join(describe(src, "input") for src in job.sources)
+    message = " ".join(str(err).split()) or type(err).__name__
+    return (f"{sources}: block {index} ({region}) could not be computed: {type(err).__name__}: {message}; the blocks "
+            "finished are kept: repair or replace the input, then rerun the same command to resume")
 
 
 def _indexed_block(job: BlockJob, index: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
