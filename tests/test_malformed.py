@@ -62,3 +62,40 @@ def test_malformed_header_one_line_or_a_sane_answer(tmp_path, model, capsys, nam
             assert "nan" not in captured.out.lower() and "inf" not in captured.out.lower(), captured.out
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_compressed_mrc_is_refused_with_a_reason(tmp_path, capsys):
+    import gzip
+
+    raw = write_test_mrc(tmp_path / "raw.mrc", np.zeros(SHAPE, np.float32))
+    (tmp_path / "v.mrc").write_bytes(gzip.compress(raw.read_bytes()))
+    assert main(["info", str(tmp_path / "v.mrc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "compressed" in err
+
+
+def test_absurd_architectures_and_nested_files_are_refused_before_anything_is_built(tmp_path, model, capsys):
+    import json
+    import shutil
+
+    bad = tmp_path / "big"
+    shutil.copytree(model, bad)
+    meta = json.loads((bad / "model.json").read_text())
+    meta["architecture"]["base_channels"] = 3000
+    (bad / "model.json").write_text(json.dumps(meta))
+    volume = write_test_mrc(tmp_path / "v.mrc", np.zeros(SHAPE, np.float32), voxel_size=(10.0,) * 3)
+    assert main(["predict", "-m", str(bad), "--input", str(volume), "--out", str(tmp_path / "o.zarr"), "--dry-run"]) == 2
+    assert "base_channels 3000 is outside" in capsys.readouterr().err
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["config", str(tmp_path / "deep.json")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_all_nan_input_is_not_a_success(tmp_path, model, capsys):
+    volume = write_test_mrc(tmp_path / "v.mrc", np.full(SHAPE, np.nan, np.float32), voxel_size=(10.0,) * 3)
+    assert main(["predict", "-m", str(model), "--input", str(volume), "--out", str(tmp_path / "o.zarr"),
+                 "--workers", "1"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no finite voxel" in errors[0]
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / ".o.zarr.partial").exists()

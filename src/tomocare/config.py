@@ -62,7 +62,7 @@ def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
         try:
             text = path.read_text()
             data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             raise TomocareError(f"{path}: not a valid {'JSON' if path.suffix == '.json' else 'TOML'} file ({err})") from None
         if not isinstance(data, dict):
             raise TomocareError(f"{path}: expected sections [train], [predict], [denoise]")

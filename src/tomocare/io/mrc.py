@@ -168,6 +168,11 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
         raise TomocareError(f"{path}: is a directory, expected an MRC file")
     if not path.is_file():  # a FIFO, socket or device would block or stream forever
         raise TomocareError(f"{path}: not a regular file (a pipe, socket or device), expected an MRC file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\x28\xb5\x2f\xfd":
+        raise TomocareError(f"{path}: a compressed file (gzip, bzip2 or zstd); decompress it first, tomocare maps "
+                            "MRC data in place")
     try:
         with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
             hdr = mrc.header

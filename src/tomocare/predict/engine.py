@@ -343,6 +343,10 @@ def _predict(setup: PredictionSetup, client: Client, *, overwrite: bool, progres
     job = BlockJob(setup.operator, tuple(v.array for v in setup.inputs), target, setup.plan)
     rows = _run_blocks(job, client, done, tmp / DONE_FILE, progress, out.name)
     stats = Stats.from_rows(np.stack(list(rows.values())))
+    if stats.count == 0:
+        remove(tmp)
+        raise TomocareError(f"{', '.join(str(v.path) for v in setup.inputs)}: no finite voxel in the result "
+                            "(the input is all NaN or infinite?); nothing written")
 
     group = zarr.open_group(str(tmp), mode="r+")
     n_levels = write_pyramid(group, 3, "blosc-zstd")

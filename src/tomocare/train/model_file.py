@@ -134,8 +134,8 @@ def _read_meta(directory: Path) -> dict:
         raise TomocareError(f"{directory}: not a tomocare model (no {MODEL_JSON})")
     try:
         meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TomocareError(f"{path}: unreadable model description ({err})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise TomocareError(f"{path}: unreadable model description ({' '.join(str(err).split())})") from None
     if not isinstance(meta, dict):
         raise TomocareError(f"{path}: unreadable model description (not a JSON object)")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -143,7 +143,22 @@ def _read_meta(directory: Path) -> dict:
             f"{path}: model format_version {meta.get('format_version')!r} is not supported "
             f"(this tomocare {tomocare.__version__} reads {FORMAT_VERSION})"
         )
+    _check_architecture(path, meta.get("architecture"))
     return meta
+
+
+#: Largest networks a model file may describe: beyond them it is damaged or hostile, and building
+#: it would exhaust memory or time before anything could be said.
+ARCHITECTURE_LIMITS = {"depth": 6, "base_channels": 256, "n_conv": 4, "kernel_size": 7, "in_channels": 8, "out_channels": 8}
+
+
+def _check_architecture(path: Path, architecture) -> None:
+    if not isinstance(architecture, dict):
+        raise TomocareError(f"{path}: no architecture")
+    for key, limit in ARCHITECTURE_LIMITS.items():
+        value = architecture.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit):
+            raise TomocareError(f"{path}: architecture {key} {value!r} is outside 1..{limit}")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
