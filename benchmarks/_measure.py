@@ -13,21 +13,25 @@ import psutil
 
 
 class PeakRSS:
-    """Samples the resident memory of this process and all its descendants, summed; keeps the peak.
-
-    Use as a context manager around the measured work; ``peak`` is in bytes.
+    """Samples the resident memory of a process (default: this one) and all its descendants, summed;
+    keeps the peak. Use as a context manager around the measured work; ``peak`` is in bytes.
     """
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.05, pid: int | None = None):
         self.interval = interval
+        self.pid = pid
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _total(self) -> int:
-        me = psutil.Process()
+        try:
+            me = psutil.Process(self.pid)
+            procs = [me, *me.children(recursive=True)]
+        except psutil.Error:  # the process has just ended
+            return 0
         total = 0
-        for proc in [me, *me.children(recursive=True)]:
+        for proc in procs:
             try:
                 total += proc.memory_info().rss
             except psutil.Error:

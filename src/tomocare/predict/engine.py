@@ -10,6 +10,7 @@ a lost worker or a resumed run is safe. The client records each block once its t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -405,6 +406,10 @@ def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, prog
                 index, row = future.result()
             except (TomocareError, MemoryError):
                 raise
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the output's disk: said by the caller
+                    raise
+                raise TomocareError(_block_failure(job, future.key, err)) from None
             except Exception as err:  # a corrupt chunk, an I/O error on a worker: one line, the done-log kept
                 raise TomocareError(_block_failure(job, future.key, err)) from None
             results[index] = row
