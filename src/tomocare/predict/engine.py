@@ -259,9 +259,8 @@ def setup_prediction(
     memory = per_call * bytes_per_voxel + 4 * len(volumes) * int(np.prod(tile)) * 2
     operator = NetworkOperator(str(model_dir.resolve()), precision, max_voxels if piece else None)
     identity = (model_dir / "model.json").read_text() + f"\nprecision {precision}"  # names the weights' checksum
-    setup = PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory)
-    setup.pieces = None if piece is None else list(piece)
-    return setup
+    return PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory,
+                           None if piece is None else list(piece))
 
 
 def _largest_block(shape, chunks: int, halo, factor, bytes_per_voxel: int, budget: int) -> int:
