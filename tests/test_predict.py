@@ -61,9 +61,8 @@ def _reference(model_dir, even, odd, precision="auto"):
     """Whole-volume prediction, at the engine's default precision (bf16 on CPUs that have it)."""
     net, info = load_model(model_dir)
     vols = [np.asarray(open_volume(p).array[...]) for p in (even, odd)]
-    preds = [predict_whole(net, v, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std,
-                           precision=precision) for v in vols]
-    return (preds[0] + preds[1]) / 2
+    return predict_whole(net, vols, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std,
+                         precision=precision)
 
 
 def test_distributed_prediction_equals_whole_volume(tmp_path, client, model_dir, halves):
@@ -99,6 +98,13 @@ def test_mismatched_halves_refused(tmp_path, model_dir, halves):
     small = write_test_mrc(tmp_path / "small.mrc", np.zeros((8, 8, 8), np.float32), voxel_size=(10.0,) * 3)
     with pytest.raises(TomocareError, match="shape .* differs"):
         setup_prediction(model_dir, [halves[0], small], tmp_path / "o.zarr")
+
+
+def test_orientations_bounded_and_part_of_the_resume_fingerprint(tmp_path, model_dir, halves):
+    with pytest.raises(TomocareError, match="at most 4 per input"):
+        setup_prediction(model_dir, list(halves), tmp_path / "o.zarr", orientations=5)
+    one, two = (setup_prediction(model_dir, list(halves), tmp_path / "o.zarr", orientations=n) for n in (1, 2))
+    assert one.fingerprint() != two.fingerprint()  # a rerun with another setting recomputes
 
 
 def test_voxel_size_mismatch_warns_or_errors(tmp_path, model_dir):

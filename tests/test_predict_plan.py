@@ -57,6 +57,48 @@ def test_tiled_equals_whole_volume(shape, block_mult, depth):
     assert np.abs(tiled - whole).max() <= 1e-5
 
 
+@settings(max_examples=8, deadline=None)
+@given(
+    shape=st.tuples(st.integers(8, 32), st.integers(8, 32), st.integers(8, 32)),
+    block_mult=st.tuples(*[st.integers(1, 4)] * 3),
+    orientations=st.sampled_from([1, 2]),
+)
+def test_tiled_equals_whole_volume_for_flipped_halves(shape, block_mult, orientations):
+    """The halves seen in other orientations (flipped, computed, flipped back) stay seamless."""
+    net = NETS[2]
+    rng = np.random.default_rng(sum(shape))
+    halves = tuple(rng.normal(size=shape).astype(np.float32) for _ in range(2))
+    kw = dict(mean=0.1, std=2.0, orientations=orientations)
+    whole = predict_whole(net, halves, halo=net.halo, factor=net.downsampling_factor, **kw)
+    plan = BlockPlan(shape, tuple(m * net.downsampling_factor * 2 for m in block_mult), (net.halo,) * 3,
+                     net.downsampling_factor)
+    tiled = np.zeros(shape, np.float32)
+    for blk in plan.blocks():
+        tiled[blk.core] = compute_block(net, halves, blk, **kw)
+    assert np.abs(tiled - whole).max() <= 1e-5
+
+
+def test_the_odd_half_is_seen_flipped():
+    """By default the odd half is computed flipped in y and x (and flipped back); a second
+    orientation per half adds the y and the x flip."""
+    net = NETS[2]
+    rng = np.random.default_rng(5)
+    even, odd = (rng.normal(size=(20, 24, 28)).astype(np.float32) for _ in range(2))
+    kw = dict(halo=net.halo, factor=net.downsampling_factor)
+
+    def seen(volume, axes):
+        return np.flip(predict_whole(net, np.ascontiguousarray(np.flip(volume, axes)), **kw), axes)
+
+    both = predict_whole(net, (even, odd), **kw)
+    assert np.abs(both - (seen(even, ()) + seen(odd, (1, 2))) / 2).max() <= 1e-5
+    assert np.abs(both - (seen(even, ()) + seen(odd, ())) / 2).max() > 1e-3  # a random net is not flip-equivariant
+    four = predict_whole(net, (even, odd), **kw, orientations=2)
+    expected = (seen(even, ()) + seen(odd, (1, 2)) + seen(even, (1,)) + seen(odd, (2,))) / 4
+    assert np.abs(four - expected).max() <= 1e-5
+    with pytest.raises(ValueError, match="at most 8"):
+        predict_whole(net, (even, odd), **kw, orientations=5)
+
+
 def test_invalid_block_names_nearest_sizes():
     with pytest.raises(TomocareError, match="nearest valid sizes: 96 or 100"):
         BlockPlan((200, 200, 200), (98, 96, 96), (8, 8, 8), 4)

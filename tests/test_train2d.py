@@ -116,8 +116,8 @@ def test_cli_2d_model_on_single_images_and_adjacent_tilts(tmp_path, client, caps
         restored, voxel = m.data.copy(), float(m.voxel_size.x)
     assert restored.shape == a.shape[1:] and voxel == pytest.approx(10.0)
     net, info = load_model(tmp_path / "m2")
-    expected = np.mean([predict_whole(net, x[:1], halo=info.halo, factor=info.downsampling_factor, mean=info.mean,
-                                      std=info.std, precision="auto")[0] for x in (a, b)], axis=0)
+    expected = predict_whole(net, (a[:1], b[:1]), halo=info.halo, factor=info.downsampling_factor, mean=info.mean,
+                             std=info.std, precision="auto")[0]
     assert np.abs(restored - expected).max() <= 1e-5 * float(np.abs(expected).max())
 
     assert main(["train", "--tilt-series", str(stack), "-o", str(tmp_path / "mt"), *common]) == 0

@@ -211,6 +211,7 @@ def predict(
     chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Output dtype: float32 or float16 [float32].")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Network arithmetic: auto (bf16 where the CPU or GPU does it fast), fp32, bf16 or fp16 [auto].")] = None,
+    orientations: Annotated[Optional[int], typer.Option(help="Orientations (flips) the network sees each half in, averaged: 1 already flips the odd half (free); 2 is ~0.2 dB better at twice the time [1].")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
@@ -231,7 +232,8 @@ def predict(
         raise TomocareError("give --even and --odd (or --input for a single volume)")
     from tomocare.config import load_settings
 
-    opts = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision, strict=strict)).predict
+    opts = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
+                                                 orientations=orientations, strict=strict)).predict
     setup = setup_prediction(model, inputs, out, **opts.model_dump())
     if dry_run:
         typer.echo(json.dumps(setup.describe(), indent=2))

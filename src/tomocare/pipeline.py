@@ -145,7 +145,9 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
         zarr_out = out_dir / f"{pair.name}.zarr"
         mrc_out = out_dir / f"{pair.name}_denoised.mrc"
         model_dir = options.model or shared_model
-        if done.get("status") == "done" and zarr_out.exists() and done.get("model") in (None, _model_id(model_dir)):
+        predicted_with = settings.predict.model_dump()
+        if (done.get("status") == "done" and zarr_out.exists() and done.get("model") in (None, _model_id(model_dir))
+                and done.get("predict", predicted_with) == predicted_with):
             log.info("%s: done in an earlier run, skipped", pair.name)
             rows.append(done | {"name": pair.name})
             continue
@@ -158,7 +160,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             predict(setup, client, overwrite=True, progress=settings.train.progress)
             if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)
-            entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir),
+            entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir), "predict": predicted_with,
                      **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
         except (TomocareError, OSError, ValueError) as err:
             log.debug("%s", traceback.format_exc())

@@ -70,19 +70,22 @@ def cached_model(model_dir: str):
 
 @dataclass(frozen=True)
 class NetworkOperator:
-    """A trained network as a block operator: each half's tile in turn, outputs averaged; a tile
-    larger than ``max_voxels`` is computed in pieces (bounded memory, same result)."""
+    """A trained network as a block operator: each half's tile in turn, in ``orientations``
+    orientations each (``tiles.ORIENTATIONS``), outputs averaged; a tile larger than ``max_voxels``
+    is computed in pieces (bounded memory, same result)."""
 
     model_dir: str
     precision: str = "auto"
     max_voxels: int | None = None
+    orientations: int = 1
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         from tomocare.predict.tiles import run_network
 
         net, info = cached_model(self.model_dir)
         return run_network(net, tiles, mean=info.mean, std=info.std, precision=self.precision, halo=info.halo,
-                           factor=info.downsampling_factor, max_voxels=self.max_voxels)
+                           factor=info.downsampling_factor, max_voxels=self.max_voxels,
+                           orientations=self.orientations)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ def setup_prediction(
     precision: str = "auto",
     task_memory_mib: int | None = None,
     free_memory: int | None = None,
+    orientations: int = 1,
 ) -> PredictionSetup:
     """Open and check the model and inputs; build the block plan. Reads no voxel data.
 
@@ -214,6 +218,7 @@ def setup_prediction(
     waste less on halos (computed/output ratio 2.97 at 128, 1.81 at 256, 1.50 at 384 for halo 28).
     Without it (CPU workers) a tile larger than ``task_memory_mib`` (default ``CPU_TASK_MEMORY``)
     allows is computed in pieces: memory per task is bounded, the output is the same.
+    ``orientations`` per half (``tiles.ORIENTATIONS``) multiply the compute time.
     """
     import torch
 
@@ -228,6 +233,12 @@ def setup_prediction(
         raise TomocareError(f"precision {precision!r} not supported (auto, fp32, bf16 or fp16)")
     net_ndim = int(info.config.get("ndim", 3))
     volumes = _open_inputs(inputs, images=net_ndim == 2)
+    from tomocare.predict.tiles import ORIENTATIONS, piece_shape
+
+    turns = 4 if net_ndim == 2 else len(ORIENTATIONS)
+    if not 1 <= orientations * len(volumes) <= turns:
+        raise TomocareError(f"orientations {orientations}: a {net_ndim}-D network has {turns} in all, "
+                            f"so at most {turns // len(volumes)} per input")
     if info.voxel_size:
         ratio = volumes[0].voxel_size[-1] / info.voxel_size
         if abs(ratio - 1) > 0.1:
@@ -252,13 +263,11 @@ def setup_prediction(
     if not free_memory:
         budget = CPU_TASK_MEMORY if task_memory_mib is None else task_memory_mib * 2**20
         max_voxels = max(1, budget // bytes_per_voxel)
-    from tomocare.predict.tiles import piece_shape
-
     piece = piece_shape(tile, info.halo, info.downsampling_factor, max_voxels) if net_ndim == 3 else None
     per_call = int(np.prod([p + 2 * info.halo for p in piece])) if piece else int(np.prod(tile))
     memory = per_call * bytes_per_voxel + 4 * len(volumes) * int(np.prod(tile)) * 2
-    operator = NetworkOperator(str(model_dir.resolve()), precision, max_voxels if piece else None)
-    identity = (model_dir / "model.json").read_text() + f"\nprecision {precision}"  # names the weights' checksum
+    operator = NetworkOperator(str(model_dir.resolve()), precision, max_voxels if piece else None, orientations)
+    identity = (model_dir / "model.json").read_text() + f"\nprecision {precision}, orientations {orientations}"
     return PredictionSetup(operator, identity, volumes, out, plan, chunk_shape, dtype, {"model": str(model_dir)}, memory,
                            None if piece is None else list(piece))
 

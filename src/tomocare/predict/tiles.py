@@ -11,6 +11,14 @@ import torch
 
 from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles, reflect_pad, round_up
 
+#: Flips (axes counted from the end: x is -1) under which the network sees its inputs, in turn: the
+#: even half the first, the odd half the second, and so on. A network is not exactly equivariant
+#: under flips, so outputs for different orientations differ in their errors and their average is
+#: better (measured on a development tomogram, benchmarks/quality.py seed 100, SNR 0.08: the odd half
+#: flipped in y and x +0.25 dB at no cost; two orientations per half +0.42 dB at twice the cost).
+#: The missing wedge is symmetric under each of them. 2-D networks use the first four.
+ORIENTATIONS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,), (-3,), (-3, -2, -1), (-3, -2), (-3, -1))
+
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast when asked for ("auto": bf16 where the device does it fast), else full precision."""
@@ -83,9 +91,11 @@ def _run_pieces(net, tile: np.ndarray, *, halo: int, piece: Sequence[int], **kw)
 
 def run_network(
     net: torch.nn.Module, tiles: np.ndarray, *, mean: float, std: float, precision: str = "fp32",
-    halo: int = 0, factor: int = 1, max_voxels: int | None = None,
+    halo: int = 0, factor: int = 1, max_voxels: int | None = None, orientations: int = 1,
 ) -> np.ndarray:
-    """The network on the tile of every source (even, odd), one after the other, averaged.
+    """The network on the tile of every source (even, odd), one after the other, in ``orientations``
+    orientations each (``ORIENTATIONS``: the sources take turns, so with one each the odd half is
+    seen flipped), all outputs averaged.
 
     ``tiles`` is ``(n_sources, *tile)``. A 2-D network takes a tile of a stack of images
     ``(n_sources, n_images, y, x)`` as a batch of single images. A 3-D tile larger than
@@ -94,35 +104,50 @@ def run_network(
     """
     n, *tile = tiles.shape
     kw = dict(mean=mean, std=std, precision=precision)
-    if getattr(net, "ndim", 3) == 2:
-        out = run_tiles(net, tiles.reshape(-1, *tile[-2:]), **kw)
-        return out.reshape(n, *tile).mean(axis=0)
+    net_2d = getattr(net, "ndim", 3) == 2
+    turns = ORIENTATIONS[:4] if net_2d else ORIENTATIONS
+    if n * orientations > len(turns):
+        raise ValueError(f"{orientations} orientations for {n} sources: at most {len(turns)} in all")
+    flips = [[turns[k * n + i] for k in range(orientations)] for i in range(n)]
+    if net_2d:
+        views = [np.flip(source, axes) for source, axs in zip(tiles, flips) for axes in axs]
+        out = run_tiles(net, np.stack(views).reshape(-1, *tile[-2:]), **kw).reshape(len(views), *tile)
+        return np.mean([np.flip(o, axes) for o, axes in zip(out, [a for axs in flips for a in axs])], axis=0)
     piece = piece_shape(tile, halo, factor, max_voxels)
     total = np.zeros(tile, np.float32)
-    for source in tiles:  # one at a time: a batch of two costs twice the memory and runs no faster on CPUs
-        total += run_tiles(net, source[None], **kw)[0] if piece is None else _run_pieces(net, source, halo=halo,
-                                                                                         piece=piece, **kw)
-    return total / n
+    for source, axs in zip(tiles, flips):  # one at a time: a batch of two costs twice the memory, runs no faster on CPUs
+        for axes in axs:
+            view = np.flip(source, axes)
+            out = run_tiles(net, view[None], **kw)[0] if piece is None else _run_pieces(net, view, halo=halo,
+                                                                                        piece=piece, **kw)
+            total += np.flip(out, axes)
+    return total / (n * orientations)
 
 
 def compute_block(
-    net: torch.nn.Module, sources, block: Block, *, mean: float, std: float, precision: str = "fp32"
+    net: torch.nn.Module, sources, block: Block, *, mean: float, std: float, precision: str = "fp32",
+    orientations: int = 1,
 ) -> np.ndarray:
     """One block's output core from in-memory sources (the reference the engine is tested against)."""
-    return block.crop(run_network(net, read_tiles(sources, block), mean=mean, std=std, precision=precision))
+    return block.crop(run_network(net, read_tiles(sources, block), mean=mean, std=std, precision=precision,
+                                  orientations=orientations))
 
 
 def predict_whole(
-    net: torch.nn.Module, volume: np.ndarray, *, halo: int, factor: int, mean: float = 0.0, std: float = 1.0,
-    precision: str = "fp32", max_voxels: int | None = None,
+    net: torch.nn.Module, volume: np.ndarray | Sequence[np.ndarray], *, halo: int, factor: int, mean: float = 0.0,
+    std: float = 1.0, precision: str = "fp32", max_voxels: int | None = None, orientations: int = 1,
 ) -> np.ndarray:
-    """Reference: the network on a whole in-memory volume (reflect-padded by the halo, cropped).
+    """Reference: the network on a whole in-memory volume, or on the sources given as a tuple or
+    list (even, odd: averaged as the engine does), reflect-padded by the halo and cropped.
 
-    Tiled prediction must equal this; it is used by tests and benchmarks, not by the engine.
+    Tiled prediction must equal this; it is used by tests, benchmarks and the report, not by the engine.
     """
+    sources = tuple(volume) if isinstance(volume, (tuple, list)) else (volume,)
     net = prepare(net)
-    halos, factors = network_geometry(volume.ndim, getattr(net, "ndim", 3), halo, factor)
-    plan = BlockPlan(volume.shape, tuple(round_up(s, f) for s, f in zip(volume.shape, factors)), halos, factors)
+    shape = sources[0].shape
+    halos, factors = network_geometry(len(shape), getattr(net, "ndim", 3), halo, factor)
+    plan = BlockPlan(shape, tuple(round_up(s, f) for s, f in zip(shape, factors)), halos, factors)
     (block,) = list(plan.blocks())
-    return block.crop(run_network(net, read_tiles((volume,), block), mean=mean, std=std, precision=precision,
-                                  halo=halos[-1], factor=factors[-1], max_voxels=max_voxels))
+    return block.crop(run_network(net, read_tiles(sources, block), mean=mean, std=std, precision=precision,
+                                  halo=halos[-1], factor=factors[-1], max_voxels=max_voxels,
+                                  orientations=orientations))

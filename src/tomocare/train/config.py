@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
     # machine
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
-    threads: int | None = Field(None, ge=1, description="torch threads for training (default: all cores but one)")
+    threads: int | None = Field(None, ge=1, description="torch threads for training (default: all cores of this process)")
     progress: bool = Field(True, description="show a progress bar (else log lines only)")
 
     @model_validator(mode="after")

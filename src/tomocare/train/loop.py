@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-MIN_IMPROVEMENT = 1e-4  # relative; a smaller drop of the validation loss counts as none (as in ReduceLROnPlateau)
+MIN_IMPROVEMENT = 1e-4  # relative; a smaller drop of the validation loss does not reset the patience (as in ReduceLROnPlateau)
 CONFIG_JSON = "train_config.json"
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -278,8 +278,10 @@ class _Run:
                     "seconds": round(self.elapsed(), 3),
                 }
                 state.history.append(record)
-                if val < state.best_val * (1 - MIN_IMPROVEMENT):
-                    state.best_val, state.best_epoch, state.bad_epochs = val, state.epoch, 0
+                if val < state.best_val:  # kept even when only a little better: late, low-lr weights
+                    significant = val < state.best_val * (1 - MIN_IMPROVEMENT)
+                    state.bad_epochs = 0 if significant else state.bad_epochs + 1  # patience wants real progress
+                    state.best_val, state.best_epoch = val, state.epoch
                     self.save_best()
                 else:
                     state.bad_epochs += 1
