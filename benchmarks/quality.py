@@ -7,7 +7,7 @@ volume, particle list; each seed has its own shape from ``SHAPES``, so sizes and
 vary) and denoised by the documented command, ``tomocare denoise DATA --out OUT --time-limit T``,
 run as a subprocess with **default settings** (``--config`` adds a settings file, for a tuned row).
 The default seeds and SNRs were not used to choose the defaults (those were chosen on seed 100 at
-SNR 0.1; see README). Printed per run, and as the median over seeds per SNR:
+SNR 0.1 and 0.08; see README). Printed per run, and as the median over seeds per SNR:
 
 * the gain of tomocare over the best oracle-tuned classical filter, in PSNR (dB);
 * the peak resident memory of the denoise command and all its processes (dask workers included);

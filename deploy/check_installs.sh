@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Resolve tomocare's installs from fresh virtual environments under constraints.txt, without
 # installing anything (pip --dry-run --report), and print the versions that matter:
-#   plain       pip install -c constraints.txt tomocare
-#   gpu         pip install -c constraints.txt 'tomocare[gpu]'
+#   plain       pip install -c constraints.txt .         (from the clone)
+#   gpu         pip install -c constraints.txt '.[gpu]'
 #   gpu-pypi    the same with pip's environment settings ignored (--isolated), so torch 2.13.0
 #               comes from PyPI (its CUDA 13 build, as in deploy/container/Dockerfile) and not from
 #               a local CPU wheel; skip it with GPU_PYPI=0.

@@ -65,6 +65,8 @@ def test_denoise_resumes_after_kill_without_recomputing(tmp_path, dataset, model
     for name in state:
         assert (report / f"{name}_slices.png").stat().st_size > 10_000
         assert (report / f"{name}_fsc.png").exists()
+    page = (report / "index.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 * len(state) and "</html>" in page
     summary = json.loads((report / "summary.json").read_text())
     assert {r["name"] for r in summary} == {"tomo_000", "tomo_001", "tomo_002"}
     assert all("psnr_denoised_db" in r for r in summary)  # simulated data carry a clean volume

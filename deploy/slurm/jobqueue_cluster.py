@@ -1,6 +1,6 @@
 """A dask cluster of GPU worker jobs on SLURM (dask-jobqueue), for ``tomocare ... --scheduler FILE``.
 
-    pip install 'tomocare[gpu,deploy]'        # dask-cuda + dask-jobqueue
+    pip install -c constraints.txt -e '.[gpu,deploy]'   # from a clone: dask-cuda + dask-jobqueue
     python deploy/slurm/jobqueue_cluster.py --scheduler-file ~/tomocare-scheduler.json \\
         --partition gpu --account myproj --max-jobs 8 \\
         -- tomocare denoise /data/dataset --out /data/denoised --scheduler ~/tomocare-scheduler.json

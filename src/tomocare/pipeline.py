@@ -131,9 +131,9 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
         raise TomocareError(f"{dataset}: no readable even/odd pairs ({'; '.join(r['error'] for r in rows)})")
     settings = options.settings
     voxel_size = check_voxel_sizes(pairs, allow_mixed=settings.denoise.allow_mixed)
-    (out_dir / "config.json").write_text(json.dumps(
-        {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
-         **settings.model_dump()}, indent=2) + "\n")
+    run_config = {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
+                  **settings.model_dump()}
+    (out_dir / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     free_memory = gpu_free_memory(client) if settings.predict.block is None else None
     shared_model = None
     if options.model is None and not settings.denoise.per_tomogram:
@@ -177,7 +177,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     from tomocare.evaluate.report import write_summary
 
-    write_summary(rows, out_dir / "report")
+    write_summary(rows, out_dir / "report", settings=run_config)
     return rows
 
 

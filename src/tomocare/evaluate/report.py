@@ -48,8 +48,10 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, 
     return path
 
 
-def write_summary(rows: list[dict], report_dir: Path) -> None:
-    """summary.json and summary.md: one row per tomogram."""
+def write_summary(rows: list[dict], report_dir: Path, settings: dict | None = None) -> None:
+    """summary.json, summary.md and the one-page index.html (``html_report``): one row per tomogram."""
+    from tomocare.evaluate.html_report import write_html_report
+
     (report_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     columns = [c for c in ("name", "status", "fsc143_raw_A", "psnr_raw_db", "psnr_denoised_db", "stop_reason", "output")
                if any(c in r for r in rows)]
@@ -69,3 +71,4 @@ def write_summary(rows: list[dict], report_dir: Path) -> None:
         "psnr_*_db: against NAME_clean.mrc where a simulated ground truth exists.",
     ]
     (report_dir / "summary.md").write_text("# tomocare denoising report\n\n" + "\n".join(lines + notes) + "\n")
+    write_html_report(rows, report_dir, settings=settings, notes=[n for n in notes if n])
