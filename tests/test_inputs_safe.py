@@ -98,3 +98,15 @@ def test_a_pipe_is_refused_not_read(tmp_path, capsys):
     os.mkfifo(fifo)
     assert main(["info", str(fifo)]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "baseline", "convert"])
+def test_a_missing_output_directory_is_created(data, tmp_path, client, command):
+    """What ``--dry-run`` accepts runs: every command creates its output's missing parents."""
+    e, m = str(data / "t_even.mrc"), str(data / "model")
+    out = tmp_path / "new" / "dir" / "o.zarr"
+    argv = {"predict": ["predict", "-m", m, "--input", e, "--out", str(out)],
+            "baseline": ["baseline", "gaussian", e, str(out), "-p", "sigma=1"],
+            "convert": ["convert", e, str(out)]}[command]
+    assert main([*argv, "--scheduler", client.scheduler.address]) == 0
+    assert out.is_dir() and (out / "zarr.json").is_file()

@@ -57,7 +57,7 @@ def test_tiled_equals_whole_volume(shape, block_mult, depth):
     assert np.abs(tiled - whole).max() <= 1e-5
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(
     shape=st.tuples(st.integers(8, 32), st.integers(8, 32), st.integers(8, 32)),
     block_mult=st.tuples(*[st.integers(1, 4)] * 3),

@@ -27,7 +27,10 @@ app = typer.Typer(
 
 Scheduler = Annotated[
     Optional[str],
-    typer.Option("--scheduler", help="Address or scheduler-file of a running dask cluster (default: start a local one)."),
+    typer.Option("--scheduler", help="Address (tcp://HOST:8786, tls://HOST:8786) or scheduler-file of a running dask cluster "
+                 "(default: start a local one). tls:// takes the certificates from dask's config: "
+                 "distributed.comm.tls.ca-file, .client.cert and .client.key, or the environment variables "
+                 "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY."),
 ]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes of the local cluster (default: one per core).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
@@ -149,7 +152,7 @@ def _adjacent_tilt_pairs(tilt_series: list[Path]):
 
 @app.command()
 def train(
-    dataset: Annotated[Optional[Path], typer.Argument(help="Dataset directory with even/odd pairs (or use --even/--odd).")] = None,
+    dataset: Annotated[Optional[Path], typer.Argument(help="Dataset directory with even/odd pairs, or a RELION 5 tomograms.star (or use --even/--odd).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("model"),
     even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
     odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
@@ -222,7 +225,7 @@ def predict(
     """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import gpu_free_memory, setup_prediction
+    from tomocare.predict.engine import finished_output, gpu_free_memory, setup_prediction
     from tomocare.predict.engine import predict as run_prediction
 
     if input is not None and (even or odd):
@@ -238,7 +241,8 @@ def predict(
     if dry_run:
         typer.echo(json.dumps(setup.describe(), indent=2))
         return
-    if out.exists() and not overwrite:
+    keep = _keep_finished(out, mrc, overwrite)
+    if out.exists() and not (overwrite or keep):
         raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
     if mrc is not None:
         refuse_inputs(mrc, [*inputs, model, out])
@@ -248,10 +252,17 @@ def predict(
             typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
         if opts.block is None and (free := gpu_free_memory(client)):
             setup = setup_prediction(model, inputs, out, **opts.model_dump(), free_memory=free)
-        stats = run_prediction(setup, client, overwrite=overwrite, progress=sys.stderr.isatty())
+        stats = (keep and finished_output(setup)) or run_prediction(setup, client, overwrite=overwrite,
+                                                                     progress=sys.stderr.isatty())
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)
     typer.echo(f"{out}: {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
+
+
+def _keep_finished(out: Path, mrc: Path | None, overwrite: bool) -> bool:
+    """Whether an existing ``out`` may be kept if the same run finished it (``finished_output``): a rerun
+    after the ``--mrc`` export failed (a full disk) writes only the MRC file."""
+    return not overwrite and mrc is not None and out.exists() and not mrc.exists()
 
 
 def _parse_params(values: list[str]) -> dict[str, float]:
@@ -286,8 +297,8 @@ def baseline(
     from tomocare.baselines import make_filter
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
+    from tomocare.predict.engine import finished_output, setup_filter
     from tomocare.predict.engine import predict as run_blocks
-    from tomocare.predict.engine import setup_filter
 
     params = _parse_params(param or [])
     inputs = [input] if odd is None else [input, odd]
@@ -303,11 +314,13 @@ def baseline(
         if dry_run:
             typer.echo(json.dumps({"filter": filt.describe(), **setup.describe()}, indent=2))
             return
-        check_output(out, overwrite=overwrite)
+        keep = _keep_finished(out, mrc, overwrite)
+        check_output(out, overwrite=overwrite or keep)
         if mrc is not None:
             refuse_inputs(mrc, [*inputs, out])
             check_output(mrc, overwrite=overwrite)
-        stats = run_blocks(setup, client, overwrite=overwrite, progress=sys.stderr.isatty())
+        stats = (keep and finished_output(setup)) or run_blocks(setup, client, overwrite=overwrite,
+                                                                 progress=sys.stderr.isatty())
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)
     typer.echo(f"{out}: {method} {filt.params}, {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
@@ -336,7 +349,7 @@ def _print_summary(rows: list[dict], out_dir: Path) -> int:
 
 @app.command()
 def denoise(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory with even/odd half tomograms.")],
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory with even/odd half tomograms, or a RELION 5 tomograms.star (a copy naming the denoised tomograms is written to OUT).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
     model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; see 'tomocare config --example').")] = None,
@@ -418,7 +431,7 @@ def config(
 
 @app.command()
 def info(
-    paths: Annotated[list[Path], typer.Argument(help="MRC files, OME-Zarr images or dataset directories.")],
+    paths: Annotated[list[Path], typer.Argument(help="MRC files, OME-Zarr images, dataset directories or RELION 5 tomograms.star files.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Describe tomograms (shape, dtype, voxel size, statistics) or the pairs found in a directory."""
@@ -427,7 +440,7 @@ def info(
 
     report = []
     for path in paths:
-        if path.is_dir() and not (path / "zarr.json").exists():
+        if (path.is_dir() and not (path / "zarr.json").exists()) or path.suffix.lower() == ".star":
             found = discover_pairs(path)
             report.append(
                 {

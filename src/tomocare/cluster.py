@@ -5,6 +5,9 @@ that ``dask scheduler --scheduler-file`` or dask-jobqueue wrote) when given; els
 ``LocalCUDACluster`` with one worker per GPU when GPUs and dask-cuda are present; else a
 ``LocalCluster`` of worker processes. A client that is already active in this process (a notebook,
 a test) is reused as it is. Deployment on SLURM and Kubernetes: ``docs/clusters.md``.
+
+A ``tls://`` scheduler is reached with dask's own security settings: the certificates named by
+dask's config (``TLS_CONFIG``), e.g. as environment variables (``TLS_ENV``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 #: Seconds to wait for a scheduler (and for a scheduler file to appear); ``TOMOCARE_CONNECT_TIMEOUT``
 #: overrides it, e.g. when the scheduler of a batch job is still starting.
 CONNECT_TIMEOUT = 10.0
+
+#: dask's config keys for the client's TLS certificates, and the environment variables that set them.
+TLS_CONFIG = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert", "distributed.comm.tls.client.key")
+TLS_ENV = tuple("DASK_" + key.upper().replace(".", "__").replace("-", "_") for key in TLS_CONFIG)
 
 
 def trim_memory() -> None:
@@ -151,12 +158,40 @@ def scheduler_address(scheduler: str, timeout: float | None = None) -> str:
     return address
 
 
+def tls_security(address: str):
+    """dask's ``Security`` from its config for a ``tls://`` address, its certificates loaded and
+    checked (one line naming the settings when they are missing or unusable); None for other
+    addresses, or when a ``distributed.client.security-loader`` provides it."""
+    import dask
+    from distributed.security import Security
+
+    if not address.startswith("tls://") or dask.config.get("distributed.client.security-loader", None):
+        return None
+    settings = ", ".join(f"{key} (or {env})" for key, env in zip(TLS_CONFIG, TLS_ENV))
+    try:
+        security = Security()
+    except ValueError as err:  # e.g. an unsupported distributed.comm.tls.min-version
+        raise TomocareError(f"{address}: dask's TLS settings are not usable ({err})") from None
+    if not (security.tls_ca_file and security.tls_client_cert):
+        raise TomocareError(f"{address}: a tls:// scheduler needs the cluster's TLS certificates; set dask's config "
+                            f"{settings}; the key may also be appended to the certificate file")
+    try:
+        security.get_connection_args("client")  # reads the files now
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        values = [v if "\n" not in str(v) else "(PEM text)" for v in
+                  (security.tls_ca_file, security.tls_client_cert, security.tls_client_key)]
+        given = ", ".join(f"{key}={v}" for key, v in zip(TLS_CONFIG, values))
+        raise TomocareError(f"{address}: the TLS certificates are not usable ({err}); dask's config has {given}") from None
+    return security
+
+
 def connect(scheduler: str, timeout: float | None = None) -> Client:
     """A client of the scheduler named by ``scheduler``; one-line errors when it cannot be reached."""
     timeout = connect_timeout() if timeout is None else timeout
     address = scheduler_address(scheduler, timeout)
+    security = tls_security(address)
     try:
-        client = Client(address, timeout=timeout)
+        client = Client(address, timeout=timeout, security=security)
     except OSError as err:  # includes TimeoutError
         where = address if address == scheduler else f"{address} (from {scheduler})"
         raise TomocareError(f"{where}: cannot reach the dask scheduler ({err})") from None

@@ -23,6 +23,7 @@ from distributed import Client
 from tomocare import __version__
 from tomocare.cluster import release_memory
 from tomocare.errors import TomocareError
+from tomocare.io import relion
 from tomocare.io.atomic import refuse_inputs
 from tomocare.io.discover import Discovery, VolumePair, check_voxel_sizes, discover_pairs, open_pair
 from tomocare.io.stats import Stats
@@ -129,6 +130,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     pairs, rows = _open_all(found, dataset, state)
     if not pairs:
         raise TomocareError(f"{dataset}: no readable even/odd pairs ({'; '.join(r['error'] for r in rows)})")
+    found.check_voxel_sizes(pairs)
     settings = options.settings
     voxel_size = check_voxel_sizes(pairs, allow_mixed=settings.denoise.allow_mixed)
     run_config = {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
@@ -175,6 +177,12 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
         state.set(pair.name, **entry)
         rows.append(entry | {"name": pair.name})
 
+    if relion.is_star(dataset):  # the tomogram set again, now naming the denoised tomograms
+        done = {r["name"]: out_dir / f"{r['name']}_denoised.mrc" for r in rows if r.get("status") == "done"}
+        if not settings.denoise.mrc:
+            log.warning("%s: no MRC outputs (mrc = false), so no tomograms.star for RELION", out_dir)
+        else:
+            log.info("RELION tomogram set: %s", relion.write_denoised(dataset, out_dir / "tomograms.star", done))
     from tomocare.evaluate.report import write_summary
 
     write_summary(rows, out_dir / "report", settings=run_config)

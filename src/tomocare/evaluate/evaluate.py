@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from tomocare.evaluate.fsc import FSC, fsc, fsc_subvolumes, write_fsc_csv
 from tomocare.evaluate.plots import fsc_figure, pr_figure
 from tomocare.evaluate.reference import compare_to_reference
 from tomocare.evaluate.snr import estimate_snr, read_boxes
-from tomocare.io.volume import Volume, open_volume
+from tomocare.io.volume import Volume, open_volume, reading
 
 MEMORY_LIMIT = 2**30  # bytes of working memory for steps that need a whole volume
 FSC_BYTES_PER_VOXEL = 48  # two float64 copies, two complex128 half-spectra, shell indices
@@ -70,63 +73,87 @@ def evaluate(
         raise TomocareError(f"{first.path}: detection needs the whole volume in memory "
                             f"({n_voxels * DETECTION_BYTES_PER_VOXEL / 2**30:.1f} GiB > limit "
                             f"{memory_limit / 2**30:.1f} GiB); bin the volume or raise the memory limit")
-    out.mkdir(parents=True, exist_ok=True)
-
-    voxel_size = float(first.voxel_size[-1])
-    result: dict = {
-        "inputs": {k: str(v.path) for k, v in volumes.items()},
-        "shape": list(first.shape),
-        "voxel_size_A": list(first.voxel_size),
-    }
-    if ref is not None:
-        result["inputs"]["reference"] = str(ref.path)
-    files = []
-
-    if "B" in volumes:
-        curve = _fsc(volumes["A"], volumes["B"], voxel_size, n_voxels, memory_limit, fsc_subvolume, fsc_count)
-        write_fsc_csv({"A_vs_B": curve}, out / "fsc.csv")
-        fsc_figure({"A vs B": curve}, out / "fsc.png", f"FSC, {curve.method}")
-        files += ["fsc.csv", "fsc.png"]
-        result["fsc"] = {
-            "method": curve.method,
-            "n_subvolumes": curve.n_subvolumes,
-            "resolution_A": curve.resolutions(),
-            "voxel_size_A": voxel_size,
-            "nyquist_A": 2 * voxel_size,
+    inputs = ", ".join(str(v.path) for v in [*volumes.values(), *([ref] if ref is not None else [])])
+    with _removed_on_failure(out), reading(inputs, "could not be measured"):
+        voxel_size = float(first.voxel_size[-1])
+        result: dict = {
+            "inputs": {k: str(v.path) for k, v in volumes.items()},
+            "shape": list(first.shape),
+            "voxel_size_A": list(first.voxel_size),
         }
+        if ref is not None:
+            result["inputs"]["reference"] = str(ref.path)
+        files = []
 
-    if ref is not None:
-        result["reference"] = {}
-        for key, vol in volumes.items():
-            metrics = compare_to_reference(vol.array, ref.array, fit=fit, cube=cube, name=str(ref.path))
-            result["reference"][key] = {**metrics.to_dict(), "method": "block by block (exact over the whole volume)"}
+        if "B" in volumes:
+            curve = _fsc(volumes["A"], volumes["B"], voxel_size, n_voxels, memory_limit, fsc_subvolume, fsc_count)
+            write_fsc_csv({"A_vs_B": curve}, out / "fsc.csv")
+            fsc_figure({"A vs B": curve}, out / "fsc.png", f"FSC, {curve.method}")
+            files += ["fsc.csv", "fsc.png"]
+            result["fsc"] = {
+                "method": curve.method,
+                "n_subvolumes": curve.n_subvolumes,
+                "resolution_A": curve.resolutions(),
+                "voxel_size_A": voxel_size,
+                "nyquist_A": 2 * voxel_size,
+            }
 
-    if box_pairs is not None:
-        result["snr"] = {key: estimate_snr(vol.array, box_pairs, source=str(boxes)) for key, vol in volumes.items()}
+        if ref is not None:
+            result["reference"] = {}
+            for key, vol in volumes.items():
+                metrics = compare_to_reference(vol.array, ref.array, fit=fit, cube=cube, name=str(ref.path),
+                                               x_name=str(vol.path))
+                result["reference"][key] = {**metrics.to_dict(), "method": "block by block (exact over the whole volume)"}
 
-    if particle_table is not None:
-        positions, radii = particle_table
-        curves = {}
-        for key, vol in volumes.items():
-            curves[key] = detection_curve(_whole(vol.array), positions, radii, polarity=polarity,
-                                          match_radius=match_radius)
-        pr_figure({f"{k}: {volumes[k].path.name}": c for k, c in curves.items()}, out / "pr.png",
-                  f"detection ({polarity} particles), {len(positions)} particles")
-        files.append("pr.png")
-        result["detection"] = {k: {kk: vv for kk, vv in c.items() if kk != "rows"} for k, c in curves.items()}
+        if box_pairs is not None:
+            result["snr"] = {key: estimate_snr(vol.array, box_pairs, source=str(boxes)) for key, vol in volumes.items()}
 
-    files.append("metrics.json")
-    result["files"] = [str(out / f) for f in files]
-    tmp = out / ".metrics.json.partial"
-    tmp.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
-    return result
+        if particle_table is not None:
+            positions, radii = particle_table
+            curves = {}
+            for key, vol in volumes.items():
+                curves[key] = detection_curve(_whole(vol.array), positions, radii, polarity=polarity,
+                                              match_radius=match_radius)
+            pr_figure({f"{k}: {volumes[k].path.name}": c for k, c in curves.items()}, out / "pr.png",
+                      f"detection ({polarity} particles), {len(positions)} particles")
+            files.append("pr.png")
+            result["detection"] = {k: {kk: vv for kk, vv in c.items() if kk != "rows"} for k, c in curves.items()}
+
+        files.append("metrics.json")
+        result["files"] = [str(out / f) for f in files]
+        tmp = out / ".metrics.json.partial"
+        tmp.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+        os.replace(tmp, out / "metrics.json")
+        return result
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: Path) -> Iterator[None]:
+    """Create ``out``; remove it again if the measurements fail and it was created here."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _fsc(a: Volume, b: Volume, voxel_size: float, n_voxels: int, memory_limit: int, size: int, count: int) -> FSC:
     if n_voxels * FSC_BYTES_PER_VOXEL <= memory_limit:
-        return fsc(_whole(a.array), _whole(b.array), voxel_size)
-    return fsc_subvolumes(a.array, b.array, voxel_size, size=size, count=count)
+        whole = [_whole(a.array), _whole(b.array)]
+        for volume, array in zip((a, b), whole):
+            if not np.isfinite(array).all():
+                raise TomocareError(f"{volume.path}: {int((~np.isfinite(array)).sum())} NaN or infinite voxels; "
+                                    "the FSC needs finite volumes")
+            if array.min() == array.max():
+                raise TomocareError(f"{volume.path}: a constant volume (every voxel is {array.flat[0]:g}); no FSC")
+        return fsc(*whole, voxel_size)
+    curve = fsc_subvolumes(a.array, b.array, voxel_size, size=size, count=count)
+    if not np.isfinite(curve.correlation).all() or not curve.correlation.any():
+        raise TomocareError(f"{a.path}, {b.path}: NaN, infinite or constant sub-volumes; no FSC")
+    return curve
 
 
 def _whole(array) -> np.ndarray:

@@ -60,6 +60,7 @@ def compare_to_reference(
     cube: int = 64,
     block: int = 128,
     name: str = "reference",
+    x_name: str = "volume",
 ) -> ReferenceMetrics:
     """PSNR (dB), SSIM (3-D), NRMSE (over the reference's std) and MSE of ``x`` against ``reference``.
 
@@ -67,21 +68,25 @@ def compare_to_reference(
     ``data_range`` (PSNR peak, SSIM's L) defaults to the reference's max - min. The
     percentiles are over the complete, non-overlapping cubes of edge ``cube`` tiling the
     volume from its origin; a cube's SSIM is the mean of the volume's SSIM map over it, and
-    its NRMSE uses the cube's own reference std. Raises TomocareError if the reference holds
-    NaN or infinite values.
+    its NRMSE uses the cube's own reference std. Raises TomocareError if either holds NaN or
+    infinite values, or one of them is constant.
     """
     shape = tuple(reference.shape)
     if tuple(x.shape) != shape:
         raise TomocareError(f"{name}: shape {shape} differs from the volume's {tuple(x.shape)}")
     block = max(cube, (block // cube) * cube)
     moments = Moments()
+    x_min, x_max = np.inf, -np.inf
     for sl in _blocks(shape, block):
         xb, rb = _read(x, sl), _read(reference, sl)
         if not np.isfinite(rb).all():
             raise TomocareError(f"{name}: NaN or infinite values in the reference (first in block {_where(sl)})")
         if not np.isfinite(xb).all():
-            raise TomocareError(f"{name}: NaN or infinite values in the compared volume (block {_where(sl)})")
+            raise TomocareError(f"{x_name}: NaN or infinite values (block {_where(sl)}), compared with {name}")
         moments = moments + Moments.of(xb, rb)
+        x_min, x_max = min(x_min, float(xb.min())), max(x_max, float(xb.max()))
+    if x_min == x_max:
+        raise TomocareError(f"{x_name}: a constant volume (every voxel is {x_min:g}); nothing to compare with {name}")
     a, b = moments.fit() if fit else (1.0, 0.0)
     peak = float(moments.r_max - moments.r_min) if data_range is None else float(data_range)
     if not peak > 0:

@@ -12,22 +12,26 @@ from tomocare.errors import TomocareError
 
 
 def check_output(path: Path, *, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; the parent directory must exist."""
+    """Refuse an existing output unless ``overwrite``; create a missing parent directory (every
+    command does, so a dry run's answer holds)."""
     if path.exists() and not overwrite:
         raise TomocareError(f"{path}: output exists (use --overwrite to replace it)")
-    if not path.parent.exists():
-        raise TomocareError(f"{path.parent}: output directory does not exist")
+    if not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TomocareError(f"{path.parent}: cannot create the output directory ({err.strerror or err})") from None
 
 
 def refuse_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Refuse, whatever ``--overwrite`` says, an output that is an input, contains one or lies inside
     one (a zarr store, a directory), or lies inside any zarr store, symlinks resolved: writing it
     would damage the input or the store."""
-    out = Path(output).resolve()
+    out = _resolved(output)
     for given in inputs:
         if given is None:
             continue
-        source = Path(given).resolve()
+        source = _resolved(given)
         if out == source:
             problem = f"is the input {given}"
         elif source.is_relative_to(out):
@@ -40,6 +44,13 @@ def refuse_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike 
     store = next((p for p in out.parents if (p / "zarr.json").is_file() or (p / ".zgroup").is_file()), None)
     if store is not None:
         raise TomocareError(f"{output}: output lies inside the zarr store {store}; choose another output")
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise TomocareError(f"{path}: a symbolic link that cannot be followed (a loop)") from None
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -73,8 +84,10 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     remove(tmp)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
         remove(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a full disk on a worker says no file: the output
+            err.filename = str(path)
         raise
     commit(tmp, path)
 
@@ -104,11 +117,11 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
             other = f.read().strip() or "another process"
             raise TomocareError(f"{path}: another tomocare run ({other}) is writing this output; "
                                 "wait for it or choose another output") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        f.flush()
         try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+            f.flush()
             yield
         finally:
             lock.unlink(missing_ok=True)

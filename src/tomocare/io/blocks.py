@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import dask.array as da
 import numpy as np
+from distributed import default_client, wait
 
 from tomocare.io.stats import N_FIELDS, Stats
 
@@ -27,7 +28,9 @@ def write_blocks(array: da.Array, func: Callable[[np.ndarray, object, Region], n
     Uses ``map_blocks``, so dask fuses reading a block with writing it into one task (no block
     ever moves between workers). Runs on the current dask scheduler (the active
     ``distributed.Client`` if there is one). Blocks must not straddle the target's chunks, so
-    concurrent writes never touch the same chunk.
+    concurrent writes never touch the same chunk. When a block fails (a corrupt input chunk), the
+    error is raised once every other block has finished: none still writes into a target that the
+    caller then removes.
     """
     rows = da.map_blocks(
         _apply,
@@ -39,4 +42,10 @@ def write_blocks(array: da.Array, func: Callable[[np.ndarray, object, Region], n
         new_axis=array.ndim,
         meta=np.empty((0,) * (array.ndim + 1), np.float64),
     )
-    return Stats.from_rows(rows.compute().reshape(-1, N_FIELDS))
+    try:
+        client = default_client()
+    except ValueError:  # no distributed client: dask's local scheduler
+        return Stats.from_rows(rows.compute().reshape(-1, N_FIELDS))
+    futures = client.compute(list(rows.to_delayed().ravel()))
+    wait(futures)
+    return Stats.from_rows(np.concatenate([f.result().reshape(-1, N_FIELDS) for f in futures]))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
+
+import mrcfile
+import numpy as np
 
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import check_output, refuse_inputs
 from tomocare.io.mrc import MRC_SUFFIXES, write_mrc
 from tomocare.io.omezarr import write_ome_zarr
 from tomocare.io.stats import Stats
-from tomocare.io.volume import open_volume, warn_nonfinite
+from tomocare.io.volume import check_values, open_volume, reading
 
 
 def convert_to_zarr(
@@ -27,18 +32,18 @@ def convert_to_zarr(
     attrs = {"source": str(vol.path)}
     if vol.mrc_header is not None:
         attrs["mrc_header"] = vol.mrc_header.to_dict()
-    stats = write_ome_zarr(
-        vol.to_dask(chunks),
-        out,
-        voxel_size=vol.voxel_size,
-        chunks=chunks,
-        compression=compression,
-        levels=levels,
-        attrs=attrs,
-        overwrite=overwrite,
-    )
-    warn_nonfinite(vol.path, stats)
-    return stats
+    with reading(vol.path):
+        return write_ome_zarr(
+            vol.to_dask(chunks),
+            out,
+            voxel_size=vol.voxel_size,
+            chunks=chunks,
+            compression=compression,
+            levels=levels,
+            attrs=attrs,
+            overwrite=overwrite,
+            check=lambda stats: check_values(vol.path, stats),  # all NaN or constant: nothing is left
+        )
 
 
 def zarr_name_for(source: Path) -> str:
@@ -80,11 +85,33 @@ def export_mrc(
     """Stream an OME-Zarr image (or MRC) to an MRC file, restoring its header where known."""
     refuse_inputs(out, [source])
     vol = open_volume(source)
-    return write_mrc(
-        vol.to_dask(),
-        out,
-        voxel_size=vol.voxel_size,
-        origin=vol.origin,
-        header=vol.mrc_header,
-        overwrite=overwrite,
-    )
+    try:
+        mrcfile.utils.mode_from_dtype(np.dtype(np.float32) if vol.dtype == np.float64 else vol.dtype)
+    except ValueError:
+        raise TomocareError(f"{source}: data type {vol.dtype} has no MRC mode (int8, int16, uint16, float16, "
+                            "float32; uint8 and float64 are widened and narrowed)") from None
+    out = Path(out)
+    check_output(out, overwrite=overwrite)
+    _check_space(out, vol)
+    with reading(vol.path):
+        return write_mrc(
+            vol.to_dask(),
+            out,
+            voxel_size=vol.voxel_size,
+            origin=vol.origin,
+            header=vol.mrc_header,
+            overwrite=overwrite,
+            check=lambda stats: check_values(vol.path, stats),  # all NaN or constant: nothing is left
+        )
+
+
+def _check_space(out: Path, vol) -> None:
+    """A full disk is an error before an MRC file is written: its data are written through memory maps,
+    which a disk that fills up breaks with SIGBUS (the worker dies) instead of an error."""
+    itemsize = {np.dtype(np.float64): 4, np.dtype(np.uint8): 2}.get(vol.dtype, vol.dtype.itemsize)  # as write_mrc
+    ext = vol.mrc_header.extended_header if vol.mrc_header is not None else b""
+    need = 1024 + len(ext) + int(np.prod(vol.shape)) * itemsize
+    free = shutil.disk_usage(out.parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device ({need / 2**20:.1f} MiB needed, "
+                                    f"{free / 2**20:.1f} MiB free)", str(out))

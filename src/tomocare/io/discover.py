@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ import numpy as np
 
 from tomocare.errors import TomocareError
 from tomocare.io.volume import Volume, open_volume
+
+log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".mrc", ".rec", ".map")
 _EVEN = re.compile(r"^(?P<stem>.+?)[_.-](?P<tag>even|evn)(?P<ext>\.\w+)$", re.I)  # NAME_even, AreTomo3 _EVN
@@ -68,6 +71,16 @@ def check_voxel_sizes(pairs: list[VolumePair], *, allow_mixed: bool = False) -> 
 class Discovery:
     pairs: list[Pair] = field(default_factory=list)
     unmatched: list[Path] = field(default_factory=list)  # look like a half, but have no partner
+    voxel_sizes: dict[str, float] = field(default_factory=dict)  # Å, where a RELION STAR file says
+
+    def check_voxel_sizes(self, pairs: list[VolumePair]) -> None:
+        """Warn where a half's header and the STAR file disagree on the voxel size (the header's is used)."""
+        for pair in pairs:
+            said = self.voxel_sizes.get(pair.name)
+            header = pair.even.voxel_size[-1]
+            if said and abs(header - said) > 0.01 * said:
+                log.warning("%s: header voxel size %g Å differs from the STAR file's %g Å; the header's is used",
+                            pair.even.path, header, said)
 
     def describe_unmatched(self) -> str:
         return "halves without a partner: " + ", ".join(str(p) for p in self.unmatched)
@@ -93,13 +106,19 @@ def _partner_name(name: str) -> tuple[str, str] | None:
 
 
 def discover_pairs(directory: str | os.PathLike) -> Discovery:
-    """Even/odd pairs in ``directory``; raise TomocareError if there are none.
+    """Even/odd pairs in ``directory``, or in a RELION 5 ``tomograms.star`` (``io.relion``); raise
+    TomocareError if there are none.
 
     Conventions: ``NAME_even`` / ``NAME_odd`` (any case, so AreTomo3's ``_EVN`` / ``_ODD``
     too), RELION 5 ``*half1*`` / ``*half2*``, and Warp's ``even/`` and ``odd/`` sub-folders with
     the same file names; extensions ``.mrc``, ``.rec``, ``.map``.
     """
+    from tomocare.io import relion
+
     directory = Path(directory)
+    if relion.is_star(directory):
+        pairs, voxel_sizes = relion.read_pairs(directory)
+        return Discovery(pairs=pairs, voxel_sizes=voxel_sizes)
     if not directory.is_dir():
         raise TomocareError(f"{directory}: not a directory")
     found = Discovery()

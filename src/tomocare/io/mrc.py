@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import math
 import os
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,10 +171,12 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
     if not path.is_file():  # a FIFO, socket or device would block or stream forever
         raise TomocareError(f"{path}: not a regular file (a pipe, socket or device), expected an MRC file")
     with open(path, "rb") as f:
-        magic = f.read(4)
+        head = f.read(HEADER_DTYPE.itemsize)
+    magic = head[:4]
     if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\x28\xb5\x2f\xfd":
         raise TomocareError(f"{path}: a compressed file (gzip, bzip2 or zstd); decompress it first, tomocare maps "
                             "MRC data in place")
+    _check_extended_header_size(path, head)
     try:
         with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
             hdr = mrc.header
@@ -186,10 +190,11 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
                 )
             file_dtype = mrcfile.utils.data_dtype_from_header(hdr)
             shape = _data_shape(path, hdr)
+            _check_axis_order(path, hdr)
             vs = _voxel_size(path, hdr)
             header = MrcHeader(
                 voxel_size=vs,
-                origin=(_f32(hdr.origin.z), _f32(hdr.origin.y), _f32(hdr.origin.x)),
+                origin=_origin(path, hdr),
                 mode=mode,
                 header_b64=base64.b64encode(hdr.tobytes()).decode(),
                 extended_header_b64=base64.b64encode(ext).decode(),
@@ -255,13 +260,15 @@ def write_mrc(
     origin: tuple[float, float, float] | None = None,
     header: MrcHeader | None = None,
     overwrite: bool = False,
+    check: Callable[[Stats], None] | None = None,
 ) -> Stats:
     """Write a dask array to an MRC file block by block, on the current dask scheduler.
 
     The file is written under a temporary name and moved into place when complete. Header
     statistics (min, max, mean, rms) are accumulated per block, never over the whole volume at
     once. ``header`` (from an input file) carries the original header fields and extended header
-    through; ``voxel_size`` and ``origin`` (z, y, x) override it. Returns the data statistics.
+    through; ``voxel_size`` and ``origin`` (z, y, x) override it. Returns the data statistics;
+    ``check``, given them before the file is moved into place, may raise: then nothing is left.
     """
     path = Path(path)
     dtype = np.dtype(array.dtype)
@@ -295,6 +302,8 @@ def write_mrc(
             offset = mrc.header.nbytes + int(mrc.header.nsymbt)
         target = _MrcDataTarget(str(tmp), tuple(array.shape), dtype.str, offset)
         stats = write_blocks(array, _write_block, target)
+        if check is not None:
+            check(stats)
         _write_header_stats(tmp, stats)
     return stats
 
@@ -344,6 +353,36 @@ def _voxel_size(path: Path, hdr) -> tuple[float, float, float]:
                                 f"{samples}); fix the header (e.g. IMOD's alterheader -del)")
         sizes.append(_f32(size))
     return tuple(sizes)
+
+
+def _check_extended_header_size(path: Path, head: bytes) -> None:
+    """An extended header longer than the file is refused before mrcfile reads it (it would allocate
+    nsymbt bytes, up to 2 GiB, first); a header mrcfile cannot read is left for it to say why."""
+    order = {0x44: "<", 0x11: ">"}.get(head[212]) if len(head) == HEADER_DTYPE.itemsize else None
+    if order is None:
+        return
+    nsymbt, size = struct.unpack_from(f"{order}i", head, 92)[0], path.stat().st_size
+    if nsymbt > size - len(head):
+        raise TomocareError(f"{path}: truncated MRC file ({size} bytes, header says an extended header of {nsymbt})")
+
+
+def _check_axis_order(path: Path, hdr) -> None:
+    """Columns, rows and sections must be x, y and z (mapc, mapr, maps 1, 2, 3): a file stored in another
+    axis order is refused, not read transposed; values that are no axis order (0: unset) are ignored."""
+    order = (int(hdr.mapc), int(hdr.mapr), int(hdr.maps))
+    if sorted(order) == [1, 2, 3] and order != (1, 2, 3):
+        raise TomocareError(f"{path}: axis order (mapc, mapr, maps) {order} is not x, y, z (1, 2, 3); "
+                            "write the volume in x, y, z order first")
+
+
+def _origin(path: Path, hdr) -> tuple[float, float, float]:
+    """(z, y, x) origin in Å; an infinite or NaN value is refused."""
+    origin = tuple(_f32(getattr(hdr.origin, axis)) for axis in ("z", "y", "x"))
+    for axis, value in zip("zyx", origin):
+        if not math.isfinite(value):
+            raise TomocareError(f"{path}: origin along {axis} is {value:g} Å; fix the header "
+                                "(e.g. IMOD's alterheader -org 0,0,0)")
+    return origin
 
 
 def _f32(value) -> float:

@@ -12,6 +12,7 @@ the original MRC header (when converted from MRC) and provenance.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import dask.array as da
@@ -101,11 +102,13 @@ def write_pyramid(group: zarr.Group, levels: int, compression: str) -> int:
 def write_image_metadata(
     group: zarr.Group, path: Path, voxel_size: tuple[float, ...], n_levels: int, stats: Stats, attrs: dict | None
 ) -> None:
-    """OME-Zarr multiscales plus tomocare's own attributes (statistics, provenance)."""
+    """OME-Zarr multiscales plus tomocare's own attributes (statistics, provenance, the voxel size
+    with 0 where unknown: see ``multiscales_metadata``)."""
     group.attrs.update(
         {
             "ome": multiscales_metadata(voxel_size, n_levels, path.stem, group["0"].ndim),
-            "tomocare": {"version": __version__, "stats": stats.to_dict(), **(attrs or {})},
+            "tomocare": {"version": __version__, "stats": stats.to_dict(),
+                         "voxel_size": [float(v) for v in voxel_size], **(attrs or {})},
         }
     )
 
@@ -113,8 +116,11 @@ def write_image_metadata(
 def multiscales_metadata(
     voxel_size: tuple[float, ...], levels: int, name: str, ndim: int = 3
 ) -> dict:
-    """OME-Zarr 0.5 ``multiscales`` entry: axes in Å, one scale (+ half-voxel shift) per level."""
+    """OME-Zarr 0.5 ``multiscales`` entry: axes in Å, one scale (+ half-voxel shift) per level. An
+    unknown voxel size (0: an MRC header that does not say) is written as 1, as OME-Zarr scales are
+    positive; tomocare's attributes keep the 0 (``known_voxel_size``)."""
     axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in AXES[-ndim:]]
+    voxel_size = [v if v > 0 else 1.0 for v in voxel_size]
     datasets = []
     for level in range(levels):
         factor = 2**level
@@ -135,11 +141,13 @@ def write_ome_zarr(
     levels: int = 3,
     attrs: dict | None = None,
     overwrite: bool = False,
+    check: Callable[[Stats], None] | None = None,
 ) -> Stats:
     """Write a dask volume as an OME-Zarr image with a pyramid; return level-0 statistics.
 
     Every level is written block by block on the current dask scheduler, each block aligned to
-    one zarr chunk. The store is assembled under a temporary name and moved into place at the end.
+    one zarr chunk. The store is assembled under a temporary name and moved into place at the end,
+    unless ``check`` (given the statistics of level 0) raises: then nothing is left.
     """
     path = Path(path)
     if isinstance(chunks, int):
@@ -149,6 +157,8 @@ def write_ome_zarr(
     with atomic_path(path, overwrite=overwrite) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         stats = _store_level(array, group, "0", chunks, compression)
+        if check is not None:
+            check(stats)
         n_levels = write_pyramid(group, levels, compression)
         write_image_metadata(group, path, voxel_size, n_levels, stats, attrs)
     return stats
@@ -173,6 +183,7 @@ def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
     path = Path(path)
     if not path.exists():
         raise TomocareError(f"{path}: no such file or directory")
+    _check_metadata_file(path, path / "zarr.json")
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs = dict(group.attrs)
@@ -182,6 +193,8 @@ def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
     if not isinstance(ome, dict):
         raise TomocareError(f"{path}: zarr group has no OME-Zarr metadata ('ome' attribute)")
     level = _level0(path, ome)
+    if (path / level / "zarr.json").exists():
+        _check_metadata_file(path, path / level / "zarr.json")
     try:
         array = group[level]
     except Exception as err:
@@ -202,6 +215,12 @@ def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
     return array, attrs
 
 
+def _check_metadata_file(path: Path, meta: Path) -> None:
+    """A metadata file must be a regular file: reading a pipe or a device would block or never end."""
+    if not meta.is_file():
+        raise TomocareError(f"{path}: {meta.relative_to(path)} is not a regular file (a directory, pipe or device)")
+
+
 def _level0(path: Path, ome: dict) -> str:
     multiscales = ome.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
@@ -213,6 +232,15 @@ def _level0(path: Path, ome: dict) -> str:
     if not isinstance(level, str) or not level or level.startswith("/") or ".." in level.split("/"):
         raise TomocareError(f"{path}: OME-Zarr dataset path {level!r} is not a path inside the store")
     return level
+
+
+def known_voxel_size(attrs: dict, scale: tuple[float, ...]) -> tuple[float, ...]:
+    """The voxel size: the OME-Zarr ``scale``, with 0 (unknown) on the axes where tomocare wrote 1 for
+    an unknown size (``multiscales_metadata``)."""
+    stored = attrs.get("tomocare", {}).get("voxel_size") if isinstance(attrs.get("tomocare"), dict) else None
+    if not isinstance(stored, list) or len(stored) != len(scale):
+        return scale
+    return tuple(0.0 if v == 0 and s == 1.0 else s for v, s in zip(stored, scale))
 
 
 def voxel_size_from_attrs(attrs: dict, path: str | os.PathLike = "OME-Zarr", ndim: int | None = None) -> tuple[float, ...]:

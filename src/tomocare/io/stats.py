@@ -63,8 +63,9 @@ class Stats:
         return cls.from_rows(np.stack([p.to_row() for p in parts]))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON as the standard has it: None for NaN (the statistics of no finite voxel)."""
+        return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
-        return cls(**{k: d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")})
+        return cls(**{k: float("nan") if d[k] is None else d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from tomocare.errors import TomocareError
 from tomocare.io.mrc import MrcArray, MrcHeader, mrc_to_dask, open_mrc
-from tomocare.io.omezarr import is_zarr, open_ome_zarr, voxel_size_from_attrs
+from tomocare.io.omezarr import is_zarr, known_voxel_size, open_ome_zarr, voxel_size_from_attrs
 from tomocare.io.stats import Stats, block_stats
 
 
@@ -61,7 +63,7 @@ def open_volume(path: str | os.PathLike, *, ndim: int = 3, images: bool = False)
         return Volume(
             path=path,
             array=array,
-            voxel_size=voxel_size_from_attrs(attrs, path, array.ndim),
+            voxel_size=known_voxel_size(attrs, voxel_size_from_attrs(attrs, path, array.ndim)),
             origin=tuple(header.origin) if header else (0.0, 0.0, 0.0),
             stats=_stored(path, meta, "stats", Stats.from_dict, "they are computed again"),
             mrc_header=header,
@@ -94,15 +96,35 @@ def _stored(path: Path, meta: dict, key: str, parse, fallback: str):
 
 
 def compute_stats(volume: Volume) -> Stats:
-    """The volume's statistics: stored ones if present, else computed block by block."""
-    if volume.stats is not None:
-        return volume.stats
-    arr = volume.to_dask()
-    rows = [dask.delayed(block_stats)(b) for b in arr.to_delayed().ravel()]
-    (computed,) = dask.compute(rows)
-    stats = Stats.from_rows(np.stack(computed))
-    warn_nonfinite(volume.path, stats)
+    """The volume's statistics: stored ones if present, else computed block by block on the current
+    dask scheduler. A volume nothing can be computed from is refused (``check_values``)."""
+    stats = volume.stats
+    if stats is None:
+        rows = [dask.delayed(block_stats)(b) for b in volume.to_dask().to_delayed().ravel()]
+        with reading(volume.path):
+            (computed,) = dask.compute(rows)
+        stats = Stats.from_rows(np.stack(computed))
+    check_values(volume.path, stats)
     return stats
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, what: str = "the voxels cannot be read") -> Iterator[None]:
+    """An error reading ``path``'s voxels (a corrupt chunk, here or on a worker) in one line naming it."""
+    try:
+        yield
+    except (TomocareError, OSError, MemoryError):
+        raise
+    except Exception as err:  # zarr and its codecs raise several types for a corrupt chunk
+        raise TomocareError(f"{path}: {what} ({type(err).__name__}: {' '.join(str(err).split())})") from None
+
+
+def check_values(path: Path, stats: Stats) -> None:
+    """Refuse voxels nothing can be computed from: no finite one, or a single value (a constant
+    volume); warn about NaN or infinite voxels."""
+    warn_nonfinite(path, stats)
+    if stats.min == stats.max:
+        raise TomocareError(f"{path}: a constant volume (every finite voxel is {stats.min:g}); nothing to compute from")
 
 
 def warn_nonfinite(path: Path, stats: Stats) -> None:

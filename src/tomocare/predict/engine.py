@@ -28,7 +28,7 @@ from tomocare.io.atomic import commit, output_lock, refuse_inputs, remove, tempo
 from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
 from tomocare.io.stats import Stats, block_stats
 from tomocare.io.discover import Pair, open_pair
-from tomocare.io.volume import Volume, open_volume
+from tomocare.io.volume import Volume, compute_stats, open_volume
 from tomocare.predict.plan import BlockPlan, network_geometry, read_tiles, round_up
 from tomocare.train.sampler import describe
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "tomocare_run.json"
 DONE_FILE = "tomocare_done.txt"
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the output's disk is full or read-only
 _MODELS: dict[tuple[str, float, str], tuple] = {}
 
 
@@ -330,9 +331,28 @@ def predict(
     progress: bool = False,
 ) -> Stats:
     """Run the plan on the cluster of ``client``; resume a matching interrupted run. One run per
-    output at a time (``output_lock``)."""
-    with output_lock(setup.out):
-        return _predict(setup, client, overwrite=overwrite, progress=progress)
+    output at a time (``output_lock``). A missing parent directory is created, as other commands do.
+    Inputs nothing can be computed from (all NaN, constant) are refused before anything is written."""
+    for volume in setup.inputs:
+        compute_stats(volume)
+    setup.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with output_lock(setup.out):
+            return _predict(setup, client, overwrite=overwrite, progress=progress)
+    except OSError as err:
+        if err.errno in _OUTPUT_ERRNOS and err.filename is None:  # a full disk on a worker says no file: the output
+            err.filename = str(setup.out)
+        raise
+
+
+def finished_output(setup: PredictionSetup) -> Stats | None:
+    """The statistics of ``setup.out`` when a run of this very setup finished it (same fingerprint), else None:
+    a rerun after a failure past the output (a full disk while writing ``--mrc``) keeps it."""
+    try:
+        attrs = zarr.open_group(str(setup.out), mode="r").attrs["tomocare"]
+        return Stats.from_dict(attrs["stats"]) if attrs.get("fingerprint") == setup.fingerprint() else None
+    except Exception:  # no output, or not one of ours
+        return None
 
 
 def _predict(setup: PredictionSetup, client: Client, *, overwrite: bool, progress: bool) -> Stats:
@@ -357,6 +377,9 @@ def _predict(setup: PredictionSetup, client: Client, *, overwrite: bool, progres
         raise TomocareError(f"{', '.join(str(v.path) for v in setup.inputs)}: no finite voxel in the result "
                             "(the input is all NaN or infinite?); nothing written")
 
+    for level in tmp.iterdir():  # pyramid levels of an interrupted run are written again
+        if level.is_dir() and level.name != "0":
+            remove(level)
     group = zarr.open_group(str(tmp), mode="r+")
     n_levels = write_pyramid(group, 3, "blosc-zstd")
     first = setup.inputs[0]
@@ -364,6 +387,7 @@ def _predict(setup: PredictionSetup, client: Client, *, overwrite: bool, progres
         **setup.attrs,
         "inputs": [str(v.path) for v in setup.inputs],
         "plan": setup.plan.describe(),
+        "fingerprint": fingerprint,
     }
     if first.mrc_header is not None:
         attrs["mrc_header"] = first.mrc_header.to_dict()
@@ -388,7 +412,11 @@ def _resume_state(tmp: Path, fingerprint: str) -> dict | None:
     done = {}
     done_file = tmp / DONE_FILE
     if done_file.exists():
-        for line in done_file.read_text().splitlines():
+        text = done_file.read_text()
+        if text and not text.endswith("\n"):  # a line torn by a full disk: dropped, its block redone
+            text = text[: text.rfind("\n") + 1]
+            done_file.write_text(text)
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) == 2:  # a torn last line is simply recomputed
                 index = tuple(int(i) for i in parts[0].split(","))
@@ -415,7 +443,7 @@ def _run_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, prog
             except (TomocareError, MemoryError):
                 raise
             except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the output's disk: said by the caller
+                if err.errno in _OUTPUT_ERRNOS:  # the output's disk: said by the caller
                     raise
                 raise TomocareError(_block_failure(job, future.key, err)) from None
             except Exception as err:  # a corrupt chunk, an I/O error on a worker: one line, the done-log kept
