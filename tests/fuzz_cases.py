@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import functools
 import gzip
+import io
 import json
 import lzma
 import os
@@ -84,10 +85,10 @@ def _mrc(data: np.ndarray = BASE, voxel: float = VOXEL, ext: bytes = b"") -> Cal
     return write
 
 
-def _patched(patches: list[tuple[int, bytes]], data: np.ndarray | None = BASE, *, ext: bytes = b"") -> Callable:
+def _patched(patches: list[tuple[int, bytes]], data: np.ndarray | None = BASE) -> Callable:
     """The base file with bytes replaced at offsets; ``data``: the voxels it still holds."""
     def build(path: Path) -> Built:
-        raw = bytearray(_mrc(ext=ext)(path).read_bytes())
+        raw = bytearray(_mrc()(path).read_bytes())
         for offset, value in patches:
             raw[offset:offset + len(value)] = value
         path.write_bytes(bytes(raw))
@@ -145,8 +146,6 @@ def _bytes(make: Callable[[bytes], bytes]) -> Callable:
 
 
 def _zip(raw: bytes) -> bytes:
-    import io
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("v.mrc", raw)
@@ -447,7 +446,8 @@ def zarr_cases() -> list[Case]:
                            ("a JSON list", _text(b"[]")), ("missing", _nothing), ("a directory", lambda t: t.mkdir()),
                            ("a FIFO", _fifo)):
             add(family, INVALID, name, _store(expected=None, change=_replace(relative, make)))
-    add("zarr group file", INVALID, "zarr_format 2", _store(expected=None, change=_edit_json("zarr.json", lambda m: m.update(zarr_format=2))))
+    add("zarr group file", INVALID, "zarr_format 2", _store(
+        expected=None, change=_edit_json("zarr.json", lambda m: m.update(zarr_format=2))))
     add("zarr group file", INVALID, "root is an array", _store(
         expected=None, change=lambda p: shutil.copyfile(p / "0/zarr.json", p / "zarr.json")))
     add("zarr level file", INVALID, "unknown codec", _store(

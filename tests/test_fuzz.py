@@ -427,7 +427,8 @@ def run_case(case: Case, commands: tuple[Command, ...], env: Env, tmp_path: Path
         out.mkdir()
         code, stdout, stderr, escaped = invoke(command.argv(built.path, env, out), capsys)
         _release_fifos(tmp_path)
-        named = [built.path, *([env.partner] if case.verdict in (PAIR, EITHER) else []), *([inputs] if command.dataset else [])]
+        named = [built.path, *([env.partner] if case.verdict in (PAIR, EITHER) else []),
+                 *([inputs] if command.dataset else [])]
         problem = judge(case, command, built, code, stdout, stderr, escaped, out, named)
         partial = [p for p in _temporaries(out) + _temporaries(inputs)
                    if not (code == 2 and _kept_for_rerun(command, [p], stderr))]

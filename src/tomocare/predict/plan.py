@@ -120,11 +120,14 @@ def nearest_valid(size: int, factor: int) -> str:
 def reflect_pad(tile: np.ndarray, pad: tuple[tuple[int, int], ...]) -> np.ndarray:
     """Reflect-pad a tile read from the volume; a 1-voxel axis is edge-padded (nothing to reflect),
     the others are still reflected."""
+    if not any(p for pair in pad for p in pair):
+        return tile
+    if min(tile.shape) > 1:
+        return np.pad(tile, pad, mode="reflect")
     for axis, width in enumerate(pad):
-        if any(width):
-            widths = [(0, 0)] * tile.ndim
-            widths[axis] = width
-            tile = np.pad(tile, widths, mode="reflect" if tile.shape[axis] > 1 else "edge")
+        widths = [(0, 0)] * tile.ndim
+        widths[axis] = width
+        tile = np.pad(tile, widths, mode="reflect" if tile.shape[axis] > 1 else "edge")
     return tile
 
 
