@@ -40,6 +40,7 @@ VALID = "valid"  # a correct input: every command succeeds with the correct outp
 INVALID = "invalid"  # not a volume (cut, compressed, not a regular file, a stack): every command refuses it
 VOXELS = "voxels"  # a readable header over voxels nothing can be computed from (all NaN, constant, a corrupt
 #                    chunk): commands that read voxels refuse it; describing the header (info, --dry-run) is right
+CONSTANT = "constant"  # VOXELS of one value: as VOXELS, but export writes it (a result may be constant)
 EITHER = "either"  # a header a reader may accept or refuse: refused, or the correct answer for what it says
 PAIR = "pair"  # a good volume, but not the partner's shape or voxel size: refused by commands of two inputs
 
@@ -303,13 +304,16 @@ def mrc_cases() -> list[Case]:
         ("all NaN", nan), ("all +inf", np.full(SHAPE, np.inf, np.float32)),
         ("all -inf", np.full(SHAPE, -np.inf, np.float32)),
         ("NaN and inf", np.where(BASE > 0, np.nan, np.inf).astype(np.float32)),
-        ("one finite voxel", _with(nan, (3, 4, 5), 1.0)),
-        ("constant 0", np.zeros(SHAPE, np.float32)), ("constant 1.5", np.full(SHAPE, 1.5, np.float32)),
-        ("constant int16", np.full(SHAPE, 7, np.int16)), ("constant uint16", np.zeros(SHAPE, np.uint16)),
-        ("constant float16", np.full(SHAPE, -2, np.float16)), ("all NaN float16", np.full(SHAPE, np.nan, np.float16)),
-        ("constant but one NaN", _with(np.ones(SHAPE, np.float32), (0, 0, 0), np.nan)),
+        ("all NaN float16", np.full(SHAPE, np.nan, np.float16)),
     ):
         add("voxels", VOXELS, name, _content(data))
+    for name, data in (
+        ("constant 0", np.zeros(SHAPE, np.float32)), ("constant 1.5", np.full(SHAPE, 1.5, np.float32)),
+        ("constant int16", np.full(SHAPE, 7, np.int16)), ("constant uint16", np.zeros(SHAPE, np.uint16)),
+        ("constant float16", np.full(SHAPE, -2, np.float16)), ("one finite voxel", _with(nan, (3, 4, 5), 1.0)),
+        ("constant but one NaN", _with(np.ones(SHAPE, np.float32), (0, 0, 0), np.nan)),
+    ):
+        add("voxels", CONSTANT, name, _content(data))
     for dtype in (np.int8, np.int16, np.uint16, np.float16):
         add("voxels", VALID, np.dtype(dtype).name, _content(volume(2, dtype=dtype)))
     add("voxels", VALID, "two values", _content((BASE > 0).astype(np.float32)))
@@ -483,8 +487,8 @@ def zarr_cases() -> list[Case]:
         add("zarr dtype", INVALID, np.dtype(dtype).name, _store((BASE + 1j * BASE).astype(dtype), expected=None))
 
     nan = np.full(SHAPE, np.nan, np.float32)
-    for name, data in (("all NaN", nan), ("constant", np.full(SHAPE, 3.0, np.float32))):
-        add("zarr voxels", VOXELS, name, _store(data))
+    for verdict, name, data in ((VOXELS, "all NaN", nan), (CONSTANT, "constant", np.full(SHAPE, 3.0, np.float32))):
+        add("zarr voxels", verdict, name, _store(data))
         # stored statistics are trusted (what they are for): refused where voxels are read, or not at all
         add("zarr voxels", EITHER, f"{name}, stored statistics of another volume", _store(data, lying=True))
     add("zarr voxels", EITHER, "one NaN voxel", _store(_with(BASE, (8, 12, 10), np.nan)))

@@ -15,7 +15,7 @@ from tomocare.io.atomic import check_output, refuse_inputs
 from tomocare.io.mrc import MRC_SUFFIXES, write_mrc
 from tomocare.io.omezarr import write_ome_zarr
 from tomocare.io.stats import Stats
-from tomocare.io.volume import check_values, open_volume, reading
+from tomocare.io.volume import check_values, open_volume, reading, warn_nonfinite
 
 
 def convert_to_zarr(
@@ -101,7 +101,7 @@ def export_mrc(
             origin=vol.origin,
             header=vol.mrc_header,
             overwrite=overwrite,
-            check=lambda stats: check_values(vol.path, stats),  # all NaN or constant: nothing is left
+            check=lambda stats: warn_nonfinite(vol.path, stats),  # all NaN: nothing is left; a result may be constant
         )
 
 
