@@ -488,7 +488,6 @@ def test_fuzz_end_to_end_tally(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="train learns from a constant odd half (no per-half check before training)")
 def test_train_refuses_a_constant_half(env, tmp_path, capsys):
     case = next(c for c in CASES if c.id == "voxels: constant 0")
     train = Command("train", lambda x, e, o: [

@@ -369,14 +369,18 @@ class PatchStream:
 
 
 def dataset_stats(client: Client, pairs: Sequence[Pair]) -> tuple[float, float]:
-    """Mean and standard deviation over all halves of all pairs, computed block by block on the cluster."""
-    rows = [
-        dask.delayed(block_stats)(block)
-        for pair in pairs
-        for volume in pair
-        for block in da.from_array(volume, chunks="auto").to_delayed().ravel()
-    ]
-    stats = Stats.from_rows(np.stack(client.gather(client.compute(rows))))
+    """Mean and standard deviation over all halves of all pairs, computed block by block on the
+    cluster; a half with no finite voxel or a single value is refused, naming it."""
+    from tomocare.io.volume import check_values
+
+    halves = [(f"pair {i} {'even' if j == 0 else 'odd'} half", volume)
+              for i, pair in enumerate(pairs) for j, volume in enumerate(pair)]
+    rows = [[dask.delayed(block_stats)(block) for block in da.from_array(volume, chunks="auto").to_delayed().ravel()]
+            for _, volume in halves]
+    per_half = [Stats.from_rows(np.stack(r)) for r in client.gather(client.compute(rows))]
+    for (default, volume), stats in zip(halves, per_half):
+        check_values(describe(volume, default), stats)
+    stats = Stats.merge(per_half)
     if not np.isfinite(stats.std) or stats.std == 0:
         raise TomocareError(f"training data have no usable spread (mean {stats.mean}, std {stats.std})")
     return stats.mean, stats.std
