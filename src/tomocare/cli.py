@@ -223,40 +223,53 @@ def predict(
     workers: Workers = None,
 ) -> None:
     """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
-    from tomocare.io.atomic import check_output, refuse_inputs
-    from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import finished_output, gpu_free_memory, setup_prediction
-    from tomocare.predict.engine import predict as run_prediction
+    from tomocare.config import load_settings
+    from tomocare.model import Model
+    from tomocare.predict.network import NetworkOperator
 
     if input is not None and (even or odd):
         raise TomocareError("give either --input or --even and --odd, not both")
     inputs = [input] if input is not None else [p for p in (even, odd) if p is not None]
     if input is None and len(inputs) != 2:
         raise TomocareError("give --even and --odd (or --input for a single volume)")
-    from tomocare.config import load_settings
+    settings = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
+                                                  orientations=orientations, strict=strict)).predict
+    operator = NetworkOperator.from_settings(Model.read(model), settings)
+    _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, overwrite=overwrite, scheduler=scheduler,
+                  workers=workers)
 
-    opts = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
-                                                 orientations=orientations, strict=strict)).predict
-    setup = setup_prediction(model, inputs, out, **opts.model_dump())
+
+def _run_operator(operator, inputs: list[Path], out: Path, mrc: Path | None, settings, *, dry_run: bool,
+                  overwrite: bool, scheduler: str | None, workers: int | None) -> None:
+    """Plan ``operator`` over ``inputs`` (bad inputs fail here, before a cluster starts), then run it on the
+    cluster, resuming an interrupted run, and export ``mrc``. With GPU workers and no block given, the
+    plan is made again for the GPUs' free memory (larger blocks)."""
+    from tomocare.io.atomic import check_output, refuse_inputs
+    from tomocare.io.convert import export_mrc
+    from tomocare.predict.engine import finished_output, gpu_free_memory, plan_run, run_blocks
+
+    planned = plan_run(operator, inputs, out, settings)
     if dry_run:
-        typer.echo(json.dumps(setup.describe(), indent=2))
+        typer.echo(json.dumps(planned.describe(), indent=2))
         return
     keep = _keep_finished(out, mrc, overwrite)
-    if out.exists() and not (overwrite or keep):
-        raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
+    check_output(out, overwrite=overwrite or keep)
     if mrc is not None:
-        refuse_inputs(mrc, [*inputs, model, out])
+        refuse_inputs(mrc, [*inputs, *operator.sources(), out])
         check_output(mrc, overwrite=overwrite)
     with _client(scheduler, workers) as client:
         if client.dashboard_link:
             typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
-        if opts.block is None and (free := gpu_free_memory(client)):
-            setup = setup_prediction(model, inputs, out, **opts.model_dump(), free_memory=free)
-        stats = (keep and finished_output(setup)) or run_prediction(setup, client, overwrite=overwrite,
-                                                                     progress=sys.stderr.isatty())
+        if operator.gpu and settings.block is None and (free := gpu_free_memory(client)):
+            planned = plan_run(operator, inputs, out, settings, free_memory=free)
+        stats = (keep and finished_output(planned)) or run_blocks(planned, client, overwrite=overwrite,
+                                                                  progress=sys.stderr.isatty())
         if mrc is not None:
             export_mrc(out, mrc, overwrite=overwrite)
-    typer.echo(f"{out}: {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
+    described = planned.operator.describe()
+    what = described.get("method", "") + (f" {described['params']}" if "params" in described else "")
+    typer.echo(f"{out}: {what + ', ' if what else ''}{planned.plan.n_blocks} blocks, mean {stats.mean:.4g}, "
+               f"std {stats.std:.4g}")
 
 
 def _keep_finished(out: Path, mrc: Path | None, overwrite: bool) -> bool:
@@ -287,7 +300,7 @@ def baseline(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (e.g. sigma=1.5, size=3, cutoff=0.3, order=4, iterations=10).")] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Annotated[Optional[int], typer.Option(help="Output block edge per task (a multiple of --chunks).")] = None,
-    chunks: Annotated[int, typer.Option(help="Output chunk edge in voxels.")] = 128,
+    chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
@@ -295,35 +308,12 @@ def baseline(
 ) -> None:
     """Apply a classical filter block-wise on the prediction engine: out-of-core, distributed, seamless."""
     from tomocare.baselines import make_filter
-    from tomocare.io.atomic import check_output, refuse_inputs
-    from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import finished_output, setup_filter
-    from tomocare.predict.engine import predict as run_blocks
+    from tomocare.config import load_settings
 
-    params = _parse_params(param or [])
+    settings = load_settings(None, predict=dict(block=block, chunks=chunks)).predict
     inputs = [input] if odd is None else [input, odd]
-    # Bad parameters or inputs fail here, before any cluster starts (the plan reads no voxels).
-    setup = setup_filter(make_filter(method, **params), inputs, out, block=block, chunks=chunks)
-    with _client(scheduler, workers) as client:
-        if method == "nad" and "scale" not in params:  # NAD's contrast is in units of the data's std
-            from tomocare.io.volume import compute_stats
-
-            params["scale"] = compute_stats(setup.inputs[0]).std
-            setup = setup_filter(make_filter(method, **params), inputs, out, block=block, chunks=chunks)
-        filt = setup.operator.filter
-        if dry_run:
-            typer.echo(json.dumps({"filter": filt.describe(), **setup.describe()}, indent=2))
-            return
-        keep = _keep_finished(out, mrc, overwrite)
-        check_output(out, overwrite=overwrite or keep)
-        if mrc is not None:
-            refuse_inputs(mrc, [*inputs, out])
-            check_output(mrc, overwrite=overwrite)
-        stats = (keep and finished_output(setup)) or run_blocks(setup, client, overwrite=overwrite,
-                                                                 progress=sys.stderr.isatty())
-        if mrc is not None:
-            export_mrc(out, mrc, overwrite=overwrite)
-    typer.echo(f"{out}: {method} {filt.params}, {setup.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
+    _run_operator(make_filter(method, **_parse_params(param or [])), inputs, out, mrc, settings, dry_run=dry_run,
+                  overwrite=overwrite, scheduler=scheduler, workers=workers)
 
 
 def _print_summary(rows: list[dict], out_dir: Path) -> int:

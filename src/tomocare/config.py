@@ -19,6 +19,10 @@ from tomocare.errors import TomocareError
 from tomocare.train.config import PLANNED, TrainConfig
 
 
+#: Network arithmetic: ``auto`` is bf16 where the device does it fast (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32.
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
 class PredictSettings(BaseModel):
     """Block-wise prediction (``predict``, and the prediction step of ``denoise``)."""
 
@@ -27,7 +31,7 @@ class PredictSettings(BaseModel):
     block: int | None = Field(None, ge=1, description="output block edge per task, a multiple of chunks (default: chunks; larger blocks waste less on halos, need more memory)")
     chunks: int = Field(128, ge=8, description="output chunk edge, voxels")
     dtype: Literal["float32", "float16"] = Field("float32", description="output data type")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
+    precision: Precision = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
     task_memory_mib: int | None = Field(None, ge=16, description="network memory per task on CPU workers, MiB (default 384); larger tiles are computed in pieces, with the same result")
     orientations: int = Field(1, ge=1, le=8, description="orientations (flips) the network sees each half in, outputs averaged: 1 already shows the odd half flipped (free, +0.25 dB); 2 gains ~0.2 dB more at twice the time")
     strict: bool = Field(False, description="refuse inputs whose voxel size differs from the model's training data by more than 10%")

@@ -119,7 +119,9 @@ def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptio
 def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, options: DenoiseOptions, client: Client) -> list[dict]:
     """Denoise every tomogram of ``dataset`` into ``out_dir``; return one summary row per tomogram."""
     from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import gpu_free_memory, predict, setup_prediction
+    from tomocare.model import Model
+    from tomocare.predict.engine import gpu_free_memory, plan_run, run_blocks
+    from tomocare.predict.network import NetworkOperator
 
     dataset, out_dir = Path(dataset), Path(out_dir)
     found = discover_pairs(dataset)
@@ -157,9 +159,10 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             if model_dir is None:  # --per-tomogram
                 model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1], client)
                 _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
-            setup = setup_prediction(model_dir, [pair.even.path, pair.odd.path], zarr_out, **settings.predict.model_dump(),
-                                     free_memory=free_memory)
-            predict(setup, client, overwrite=True, progress=settings.train.progress)
+            operator = NetworkOperator.from_settings(Model.read(model_dir), settings.predict)
+            planned = plan_run(operator, [pair.even.path, pair.odd.path], zarr_out, settings.predict,
+                               free_memory=free_memory)
+            run_blocks(planned, client, overwrite=True, progress=settings.train.progress)
             if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)
             entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir), "predict": predicted_with,
@@ -193,9 +196,11 @@ def _model_id(model_dir: Path | None) -> str | None:
     """The checksum of a model's weights (from model.json): which model denoised a tomogram."""
     if model_dir is None:
         return None
+    from tomocare.model import Model
+
     try:
-        return json.loads((Path(model_dir) / "model.json").read_text()).get("weights_sha256")
-    except (OSError, ValueError):
+        return Model.read(model_dir).weights_sha256
+    except TomocareError:
         return None
 
 
@@ -224,18 +229,18 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
     from tomocare.evaluate.metrics import psnr
     from tomocare.evaluate.plots import fsc_figure
     from tomocare.evaluate.report import orthoslices
-    from tomocare.predict.engine import CPU_TASK_MEMORY, network_bytes_per_voxel
-    from tomocare.predict.tiles import predict_whole
-    from tomocare.train.model_file import load_model
+    from tomocare.model import Model
+    from tomocare.predict.engine import CPU_TASK_MEMORY
+    from tomocare.predict.network import NetworkOperator
 
     denoised = open_volume(denoised_path)
     crop = _central(pair.even, REPORT_CROP)
     even, odd = (np.asarray(v.array[crop], dtype=np.float32) for v in (pair.even, pair.odd))
-    net, info = load_model(model_dir)
+    model = Model.read(model_dir)
+    net = model.network()
     # the network on each half's crop on its own, in pieces of bounded memory (as on the workers)
-    kw = dict(halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std, precision="auto",
-              max_voxels=CPU_TASK_MEMORY // network_bytes_per_voxel(info.config, "fp32"))
-    d_even, d_odd = (predict_whole(net, v, **kw) for v in (even, odd))
+    max_voxels = CPU_TASK_MEMORY // NetworkOperator(model, "fp32").bytes_per_voxel("cpu")
+    d_even, d_odd = (model.predict_whole(v, net=net, precision="auto", max_voxels=max_voxels) for v in (even, odd))
     vs = pair.even.voxel_size[-1]
     raw_fsc, den_fsc = fsc(even, odd, vs), fsc(d_even, d_odd, vs)
     curves = {"raw halves (resolution)": raw_fsc, "denoised halves (consistency, not resolution)": den_fsc}
@@ -250,7 +255,7 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
     orthoslices({"raw (even+odd)/2": avg, "denoised": den}, report_dir / f"{pair.name}_slices.png",
                 f"{pair.name}: central orthoslices", pixel_size=vs * stride if vs else None)
     row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_consistency_A": den_fsc.crossing(0.143)}
-    training = info.extra.get("training", {})
+    training = model.extra.get("training", {})
     if "stop_reason" in training:
         row["stop_reason"] = training["stop_reason"] + (" (under-trained)" if training.get("under_trained") else "")
     clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"

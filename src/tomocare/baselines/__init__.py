@@ -1,5 +1,5 @@
 """Classical denoising baselines (median, Gaussian, Butterworth low-pass, NAD), tile by tile."""
 
-from tomocare.baselines.filters import DEFAULTS, Filter, make_filter, reference
+from tomocare.baselines.filters import FILTERS, NAD, Filter, Gaussian, Lowpass, Median, make_filter
 
-__all__ = ["DEFAULTS", "Filter", "make_filter", "reference"]
+__all__ = ["FILTERS", "NAD", "Filter", "Gaussian", "Lowpass", "Median", "make_filter"]

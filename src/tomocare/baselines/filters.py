@@ -1,29 +1,26 @@
 """Classical denoising filters on one tile: median, Gaussian, Butterworth low-pass, NAD.
 
-Every filter is local: the output at a voxel depends on the input within ``halo()`` voxels.
+Every filter is local: the output at a voxel depends on the input within ``halo`` voxels.
 The block engine reads a block plus that halo (reflect-padded at the volume borders, i.e.
 scipy's ``mode="mirror"``), calls the filter and keeps the core, so block-wise results equal
-the whole-volume references (see :func:`reference`) up to float32 rounding.
+the whole-volume references (:meth:`Filter.reference`) up to float32 rounding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from abc import abstractmethod
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 from scipy import fft as scipy_fft
 from scipy import ndimage, signal
 
 from tomocare.errors import TomocareError
+from tomocare.predict.operator import BlockOperator, TileFunction, averaged
 
-# method -> default parameters
-DEFAULTS: dict[str, dict[str, float]] = {
-    "median": {"size": 3},
-    "gaussian": {"sigma": 1.5},
-    "lowpass": {"cutoff": 0.3, "order": 4},
-    "nad": {"iterations": 10, "time_step": 0.1, "contrast": 0.5, "scale": 1.0, "sigma": 1.0, "rho": 1.0},
-}
 GAUSSIAN_TRUNCATE = 4.0  # as scipy's default: kernel radius int(4 * sigma + 0.5)
 LOWPASS_TOLERANCE = 1e-2  # the truncated low-pass kernel keeps all but this share of its L1 mass
 LOWPASS_GRID = 128  # grid on which the kernel is computed (its largest possible edge)
@@ -32,86 +29,175 @@ NAD_MAX_TIME_STEP = 0.15  # the explicit scheme is stable below about 1/6 in 3-D
 
 
 @dataclass(frozen=True)
-class Filter:
-    """A validated filter: ``method`` and its complete ``params`` (defaults filled in)."""
+class Filter(BlockOperator):
+    """A classical filter as a block operator: the sources (even, odd) averaged, then filtered.
+    Each filter is a frozen class of its parameters, validated on construction."""
 
-    method: str
-    params: dict = field(default_factory=dict)
+    method: ClassVar[str]
 
-    def __hash__(self) -> int:
-        return hash((self.method, tuple(sorted(self.params.items()))))
+    @property
+    def params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def identity(self) -> dict:
+        return {"method": self.method, "params": self.params}
+
+    def bytes_per_voxel(self, device: str) -> int:
+        return 16  # the tile and a few float32 working copies
+
+    def open(self) -> contextlib.AbstractContextManager[TileFunction]:
+        return averaged(self)
+
+    @abstractmethod
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        """The filtered tile, float32, same shape; exact at least ``halo`` voxels from its faces."""
+
+    def reference(self, volume: np.ndarray) -> np.ndarray:
+        """The whole-volume result a block-wise run must reproduce: the filter on the volume
+        reflect-padded by its halo once, then cropped."""
+        volume = np.asarray(volume, dtype=np.float32)
+        h = self.halo
+        padded = np.pad(volume, h, mode="reflect")
+        return self(padded)[(slice(h, -h),) * volume.ndim] if h else self(padded)
+
+    def _bad(self, name: str, rule: str) -> TomocareError:
+        return TomocareError(f"{self.method}: {name} must be {rule}, got {getattr(self, name):g}")
+
+
+@dataclass(frozen=True)
+class Median(Filter):
+    method: ClassVar[str] = "median"
+    size: int = 3
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.size % 2 != 1:
+            raise self._bad("size", "an odd integer >= 1")
+
+    @property
     def halo(self) -> int:
-        """Voxels of context needed on each side so that the core of a tile is exact."""
-        p = self.params
-        if self.method == "median":
-            return int(p["size"]) // 2
-        if self.method == "gaussian":
-            return gaussian_radius(p["sigma"], GAUSSIAN_TRUNCATE)
-        if self.method == "lowpass":
-            return butterworth_kernel(p["cutoff"], p["order"]).shape[0] // 2
-        return int(p["iterations"]) * nad_step_radius(p["sigma"], p["rho"])
+        return self.size // 2
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
-        """The filtered tile, float32, same shape; exact at least ``halo()`` voxels from its faces."""
-        tile = np.asarray(tile, dtype=np.float32)
-        p = self.params
-        if self.method == "median":
-            return ndimage.median_filter(tile, size=int(p["size"]), mode="mirror")
-        if self.method == "gaussian":
-            return ndimage.gaussian_filter(tile, p["sigma"], mode="mirror", truncate=GAUSSIAN_TRUNCATE)
-        if self.method == "lowpass":
-            kernel = butterworth_kernel(p["cutoff"], p["order"])
-            return signal.fftconvolve(tile, kernel, mode="same").astype(np.float32)
-        return nad(tile, **p)
+        return ndimage.median_filter(np.asarray(tile, dtype=np.float32), size=self.size, mode="mirror")
 
-    def describe(self) -> dict:
-        return {"method": self.method, "params": dict(self.params), "halo": self.halo()}
+    def reference(self, volume: np.ndarray) -> np.ndarray:
+        return self(volume)  # scipy on the whole volume, mode "mirror": what reflect-padding tiles gives
 
 
-def make_filter(method: str, **params) -> Filter:
-    """A filter by name with validated parameters; unknown names or values raise TomocareError."""
-    if method not in DEFAULTS:
-        raise TomocareError(f"{method}: unknown filter (choose from {', '.join(DEFAULTS)})")
-    unknown = sorted(set(params) - set(DEFAULTS[method]))
-    if unknown:
-        raise TomocareError(f"{method}: unknown parameter {unknown[0]!r} (valid: {', '.join(DEFAULTS[method])})")
-    full = {**DEFAULTS[method], **{k: v for k, v in params.items() if v is not None}}
-    try:
-        full = {k: float(v) for k, v in full.items()}
-    except (TypeError, ValueError):
-        raise TomocareError(f"{method}: parameters must be numbers, got {params}") from None
-    _validate(method, full)
-    for key in ("size", "iterations", "order"):
-        if key in full:
-            full[key] = int(full[key])
-    return Filter(method, full)
+@dataclass(frozen=True)
+class Gaussian(Filter):
+    method: ClassVar[str] = "gaussian"
+    sigma: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma <= 20:
+            raise self._bad("sigma", "in (0, 20] voxels")
+
+    @property
+    def halo(self) -> int:
+        return gaussian_radius(self.sigma, GAUSSIAN_TRUNCATE)
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(np.asarray(tile, dtype=np.float32), self.sigma, mode="mirror",
+                                       truncate=GAUSSIAN_TRUNCATE)
+
+    def reference(self, volume: np.ndarray) -> np.ndarray:
+        return self(volume)
 
 
-def _validate(method: str, p: dict[str, float]) -> None:
-    def bad(name: str, rule: str) -> TomocareError:
-        return TomocareError(f"{method}: {name} must be {rule}, got {p[name]:g}")
+@dataclass(frozen=True)
+class Lowpass(Filter):
+    """Butterworth low-pass: ``cutoff`` a fraction of Nyquist, ``order`` its steepness."""
 
-    if method == "median" and (p["size"] < 1 or p["size"] % 2 != 1):
-        raise bad("size", "an odd integer >= 1")
-    if method == "gaussian" and not 0 < p["sigma"] <= 20:
-        raise bad("sigma", "in (0, 20] voxels")
-    if method == "lowpass":
-        if not 0.1 <= p["cutoff"] < 1:
-            raise bad("cutoff", "a fraction of Nyquist in [0.1, 1)")
-        if p["order"] < 1 or p["order"] != int(p["order"]) or p["order"] > 8:
-            raise bad("order", "an integer in [1, 8]")
-    if method == "nad":
-        if p["iterations"] < 1 or p["iterations"] != int(p["iterations"]) or p["iterations"] > 200:
-            raise bad("iterations", "an integer in [1, 200]")
-        if not 0 < p["time_step"] <= NAD_MAX_TIME_STEP:
-            raise bad("time_step", f"in (0, {NAD_MAX_TIME_STEP}] (explicit scheme stability)")
+    method: ClassVar[str] = "lowpass"
+    cutoff: float = 0.3
+    order: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.cutoff < 1:
+            raise self._bad("cutoff", "a fraction of Nyquist in [0.1, 1)")
+        if not 1 <= self.order <= 8:
+            raise self._bad("order", "an integer in [1, 8]")
+        butterworth_kernel(self.cutoff, self.order)  # a kernel too wide is refused here
+
+    @property
+    def halo(self) -> int:
+        return butterworth_kernel(self.cutoff, self.order).shape[0] // 2
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        kernel = butterworth_kernel(self.cutoff, self.order)
+        return signal.fftconvolve(np.asarray(tile, dtype=np.float32), kernel, mode="same").astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NAD(Filter):
+    """Non-linear anisotropic diffusion (:func:`nad`). ``scale`` is the data's standard deviation, the
+    unit of ``contrast``: None means the input's, filled in by :meth:`bind` (1 on a bare tile)."""
+
+    method: ClassVar[str] = "nad"
+    iterations: int = 10
+    time_step: float = 0.1
+    contrast: float = 0.5
+    scale: float | None = None
+    sigma: float = 1.0
+    rho: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.iterations <= 200:
+            raise self._bad("iterations", "an integer in [1, 200]")
+        if not 0 < self.time_step <= NAD_MAX_TIME_STEP:
+            raise self._bad("time_step", f"in (0, {NAD_MAX_TIME_STEP}] (explicit scheme stability)")
         for name in ("contrast", "scale"):
-            if not p[name] > 0:
-                raise bad(name, "positive")
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise self._bad(name, "positive")
         for name in ("sigma", "rho"):
-            if not 0 < p[name] <= 5:
-                raise bad(name, "in (0, 5] voxels")
+            if not 0 < getattr(self, name) <= 5:
+                raise self._bad(name, "in (0, 5] voxels")
+
+    @property
+    def halo(self) -> int:
+        return self.iterations * nad_step_radius(self.sigma, self.rho)
+
+    def bind(self, volumes, *, strict: bool = False) -> NAD:
+        if self.scale is not None:
+            return self
+        from dataclasses import replace
+
+        from tomocare.io.volume import compute_stats
+
+        return replace(self, scale=compute_stats(volumes[0]).std)
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        return nad(tile, iterations=self.iterations, time_step=self.time_step, contrast=self.contrast,
+                   scale=1.0 if self.scale is None else self.scale, sigma=self.sigma, rho=self.rho)
+
+
+FILTERS: dict[str, type[Filter]] = {f.method: f for f in (Median, Gaussian, Lowpass, NAD)}
+_INTEGERS = ("size", "iterations", "order")
+
+
+def make_filter(method: str, **params: float | str | None) -> Filter:
+    """A filter by name, parameters given as numbers or strings (``--param``); unknown names or bad
+    values raise a one-line TomocareError."""
+    if method not in FILTERS:
+        raise TomocareError(f"{method}: unknown filter (choose from {', '.join(FILTERS)})")
+    cls = FILTERS[method]
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise TomocareError(f"{method}: unknown parameter {unknown[0]!r} (valid: {', '.join(names)})")
+    values = {}
+    try:
+        for key, value in params.items():
+            if value is None:
+                continue
+            number = float(value)
+            if key in _INTEGERS and number != int(number):
+                raise TomocareError(f"{method}: {key} must be an integer, got {number:g}")
+            values[key] = int(number) if key in _INTEGERS else number
+    except (TypeError, ValueError, OverflowError):
+        raise TomocareError(f"{method}: parameters must be numbers, got {params}") from None
+    return cls(**values)
 
 
 def gaussian_radius(sigma: float, truncate: float) -> int:
@@ -286,20 +372,3 @@ def _divergence(u: np.ndarray, d: np.ndarray) -> np.ndarray:
             hi[a], lo[a] = slice(2, None), slice(None, -2)
             out[inner] += 0.5 * (flux[tuple(hi)] - flux[tuple(lo)])
     return out
-
-
-# -- whole-volume references ------------------------------------------------------------------
-
-
-def reference(f: Filter, volume: np.ndarray) -> np.ndarray:
-    """The whole-volume result a block-wise run must reproduce.
-
-    Gaussian and median: scipy on the whole volume with ``mode="mirror"``. Low-pass and NAD:
-    the filter on the volume reflect-padded by its halo once, then cropped.
-    """
-    volume = np.asarray(volume, dtype=np.float32)
-    if f.method in ("gaussian", "median"):
-        return f(volume)
-    h = f.halo()
-    padded = np.pad(volume, h, mode="reflect")
-    return f(padded)[(slice(h, -h),) * volume.ndim] if h else f(padded)

@@ -9,13 +9,12 @@ and aligned to ``downsampling_factor``, with the same result as a whole-volume p
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-Upsample = Literal["nearest", "linear"]
+from tomocare.nn.architecture import Upsample, UNetConfig
+
 
 
 def _conv(ndim: int, c_in: int, c_out: int, kernel_size: int) -> nn.Module:
@@ -55,41 +54,14 @@ class UNet(nn.Module):
     ``residual`` the input is added to it (single channel in and out).
     """
 
-    def __init__(
-        self,
-        ndim: int = 3,
-        depth: int = 2,
-        base_channels: int = 16,
-        residual: bool = True,
-        *,
-        kernel_size: int = 3,
-        n_conv: int = 2,
-        upsample: Upsample = "nearest",
-        in_channels: int = 1,
-        out_channels: int = 1,
-    ):
+    def __init__(self, config: UNetConfig | None = None, **fields) -> None:
         super().__init__()
-        if ndim not in (2, 3):
-            raise ValueError(f"ndim must be 2 or 3, got {ndim}")
-        if depth < 1 or base_channels < 1 or n_conv < 1:
-            raise ValueError("depth, base_channels and n_conv must be at least 1")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        if upsample not in ("nearest", "linear"):
-            raise ValueError(f"upsample must be 'nearest' or 'linear', got {upsample!r}")
-        if residual and in_channels != out_channels:
-            raise ValueError("a residual U-Net needs as many input as output channels")
-        self._config = dict(
-            ndim=ndim,
-            depth=depth,
-            base_channels=base_channels,
-            residual=residual,
-            kernel_size=kernel_size,
-            n_conv=n_conv,
-            upsample=upsample,
-            in_channels=in_channels,
-            out_channels=out_channels,
-        )
+        if config is not None and fields:
+            raise TypeError("give a UNetConfig or its fields, not both")
+        self.config: UNetConfig = config if config is not None else UNetConfig(**fields)
+        ndim, depth, base_channels = self.config.ndim, self.config.depth, self.config.base_channels
+        kernel_size, n_conv, upsample = self.config.kernel_size, self.config.n_conv, self.config.upsample
+        in_channels, out_channels = self.config.in_channels, self.config.out_channels
         ch = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
             _Block(ndim, in_channels if lv == 0 else ch[lv - 1], ch[lv], kernel_size, n_conv) for lv in range(depth)
@@ -100,18 +72,14 @@ class UNet(nn.Module):
         self.head = _conv(ndim, ch[0], out_channels, 1)
         self.pool = nn.MaxPool3d(2) if ndim == 3 else nn.MaxPool2d(2)
 
-    def config(self) -> dict:
-        """JSON-serialisable arguments: ``UNet(**net.config())`` rebuilds this architecture."""
-        return dict(self._config)
-
     @property
     def ndim(self) -> int:
-        return self._config["ndim"]
+        return self.config.ndim
 
     @property
     def downsampling_factor(self) -> int:
         """Spatial sizes, tile offsets and halos must be multiples of this."""
-        return 2 ** self._config["depth"]
+        return 2**self.config.depth
 
     @property
     def receptive_field(self) -> int:
@@ -135,13 +103,13 @@ class UNet(nn.Module):
 
     def _input_interval(self, level: int, a: int, b: int) -> tuple[int, int]:
         """Positions at the input of ``level`` on which that level's output at [a, b] depends."""
-        r = self._config["kernel_size"] // 2
-        n = self._config["n_conv"]
-        if level == self._config["depth"]:
+        r = self.config.kernel_size // 2
+        n = self.config.n_conv
+        if level == self.config.depth:
             return a - n * r, b + n * r
         a, b = a - n * r, b + n * r  # merge block
         ua, ub = a - r, b + r  # convolution after upsampling
-        if self._config["upsample"] == "nearest":
+        if self.config.upsample == "nearest":
             ca, cb = ua // 2, ub // 2
         else:  # linear, align_corners=False: fine 2m uses coarse m-1, m; 2m+1 uses m, m+1
             ca, cb = (ua - 1) // 2, (ub + 1) // 2
@@ -166,4 +134,4 @@ class UNet(nn.Module):
         for up, merge, skip in zip(reversed(self.up), reversed(self.merge), reversed(skips)):
             h = merge(torch.cat([skip, up(h)], dim=1))
         out = self.head(h)
-        return x + out if self._config["residual"] else out
+        return x + out if self.config.residual else out

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from tomocare.nn.device import autocast, channels_last, prepare
 from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles, reflect_pad, round_up
 
 #: Flips (axes counted from the end: x is -1) under which the network sees its inputs, in turn: the
@@ -20,24 +20,6 @@ from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles
 ORIENTATIONS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,), (-3,), (-3, -2, -1), (-3, -2), (-3, -1))
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast when asked for ("auto": bf16 where the device does it fast), else full precision."""
-    from tomocare.train.plan import autocast as _autocast
-    from tomocare.train.plan import resolve_precision
-
-    precision = resolve_precision(precision, device)
-    if device.type == "cpu" and precision == "fp16":
-        precision = "fp32"  # no fast fp16 convolutions on CPUs
-    return _autocast(device, precision)
-
-
-def prepare(net: torch.nn.Module) -> torch.nn.Module:
-    """Put a network in the layout ``run_tiles`` feeds it (channels-last for 3-D), in eval mode."""
-    if getattr(net, "ndim", 3) == 3:
-        net = net.to(memory_format=torch.channels_last_3d)
-    return net.eval()
-
-
 @torch.inference_mode()
 def run_tiles(
     net: torch.nn.Module, tiles: np.ndarray, *, mean: float, std: float, precision: str = "fp32"
@@ -47,9 +29,7 @@ def run_tiles(
     x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
     if device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
-    x = (x.unsqueeze(1) - mean) / std
-    if x.ndim == 5:  # oneDNN and cuDNN run 3-D convolutions faster channels-last (about 2x on CPU)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = channels_last((x.unsqueeze(1) - mean) / std)
     with autocast(device, precision):
         y = net(x)
     y = y.float().squeeze(1) * std + mean

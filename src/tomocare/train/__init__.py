@@ -1,4 +1,4 @@
-"""Training: model files, the patch sampler on dask workers, and the Noise2Noise loop.
+"""Training: the patch sampler on dask workers, the training plan, and the Noise2Noise loop.
 
 Names are imported on first use, so a dask worker unpickling a sampler task imports
 ``tomocare.train.sampler`` without importing torch.
@@ -7,9 +7,6 @@ Names are imported on first use, so a dask worker unpickling a sampler task impo
 from importlib import import_module
 
 _EXPORTS = {
-    "ModelInfo": "model_file",
-    "load_model": "model_file",
-    "save_model": "model_file",
     "TrainConfig": "config",
     "train": "loop",
 }

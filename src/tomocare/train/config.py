@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tomocare.nn.architecture import UNetConfig
+
 # Settings a resumed run may change; every other one must match the checkpoint.
 RESUMABLE = frozenset({"max_steps", "time_limit", "patience", "device", "threads", "prefetch", "progress"})
 # Settings the training plan chooses when they are not given (tomocare.train.plan).
@@ -75,6 +77,11 @@ class TrainConfig(BaseModel):
         if self.patch_size % factor:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of 2**depth = {factor}")
         return self
+
+    def network(self) -> UNetConfig:
+        """The architecture these settings describe."""
+        return UNetConfig(ndim=self.ndim, depth=self.depth, base_channels=self.base_channels, n_conv=self.n_conv,
+                          residual=self.residual, upsample=self.upsample)
 
     @property
     def val_patches(self) -> int:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tomocare.nn import UNet
+from tomocare.nn.device import autocast, channels_last, resolve_precision
 from tomocare.train.config import PLANNED, TrainConfig
 
 log = logging.getLogger("tomocare.progress")
@@ -76,27 +77,6 @@ class TrainingPlan:
         return cls(**{**data, "chosen": tuple(data.get("chosen", ()))})
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """bfloat16 arithmetic that is fast on this device: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return torch.backends.mkldnn.is_available() and any(getattr(cpu, c, lambda: False)() for c in checks)
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return name
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of ``precision`` on ``device`` (disabled for fp32)."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
-
-
 def train_bytes_per_voxel(config: TrainConfig, precision: str) -> int:
     """Rough training memory per input voxel of a batch: activations kept for backward and their
     gradients, ~10 full-resolution feature maps per convolution of the first level."""
@@ -107,9 +87,7 @@ def _time_steps(net: UNet, device: torch.device, precision: str, patch: int, bat
     """Seconds per optimiser step (median of ``n`` after one warm-up) on random data."""
     shape = (batch, 1) + (patch,) * ndim
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
-    x = torch.randn(shape, device=device)
-    if ndim == 3:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = channels_last(torch.randn(shape, device=device))
     y = torch.randn(shape, device=device)
     times = []
     for _ in range(n + 1):
@@ -178,10 +156,7 @@ def plan_training(
 
     choice, step_seconds = candidates[0], 0.0
     if len(candidates) > 1 or "max_steps" not in given:
-        net = UNet(config.ndim, config.depth, config.base_channels, config.residual, n_conv=config.n_conv,
-                   upsample=config.upsample).to(device)
-        if config.ndim == 3:
-            net = net.to(memory_format=torch.channels_last_3d)
+        net = channels_last(UNet(config.network()).to(device))
         for candidate in candidates:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
