@@ -11,6 +11,7 @@ import typer
 from tomocare.cli.app import app
 from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
 from tomocare.errors import TomocareError
+from tomocare.io.omezarr import DEFAULT_CHUNK
 
 
 @app.command()
@@ -22,7 +23,7 @@ def simulate(
     tilt_range: Annotated[float, typer.Option(help="Maximum tilt angle in degrees (missing wedge beyond it).")] = 60.0,
     voxel_size: Annotated[float, typer.Option(help="Voxel size in Å.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
-    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = 128,
+    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = DEFAULT_CHUNK,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -43,7 +44,7 @@ def simulate(
 @app.command()
 def convert(
     inputs: Annotated[list[Path], typer.Argument(help="MRC files (.mrc, .rec, .map), then the output: NAME.zarr for one input, a directory for several.")],
-    chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = 128,
+    chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = DEFAULT_CHUNK,
     compression: Annotated[str, typer.Option(help="blosc-zstd, zstd or none.")] = "blosc-zstd",
     levels: Annotated[int, typer.Option(help="Pyramid levels (1 = full resolution only).")] = 3,
     overwrite: Overwrite = False,
