@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Scheduler, Workers, open_client
+from tomocare.cli.options import Chunks, Scheduler, Workers, open_client, with_default
+from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
 
@@ -44,8 +45,8 @@ def denoise(
     train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
     per_tomogram: Annotated[Optional[bool], typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds (per model).")] = None,
-    mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help="Also write NAME_denoised.mrc beside NAME.zarr [yes].")] = None,
-    chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
+    mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc"))] = None,
+    chunks: Chunks = None,
     allow_mixed: Annotated[Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")] = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings changed); tomograms are then redone.")] = False,
     scheduler: Scheduler = None,

@@ -1,10 +1,13 @@
-"""Options shared by several commands, and the dask client they run on."""
+"""Options shared by several commands, help texts showing the settings' defaults, and the dask client."""
 
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
+from pydantic import BaseModel
+
+from tomocare.config import PredictSettings
 
 Scheduler = Annotated[
     Optional[str],
@@ -15,6 +18,20 @@ Scheduler = Annotated[
 ]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes of the local cluster (default: one per core).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
+
+
+def with_default(text: str, model: type[BaseModel], field: str) -> str:
+    """The help of an option that overrides a setting: ``text`` and the default of ``model``'s ``field``,
+    e.g. ``with_default("Patch edge in voxels", TrainConfig, "patch_size")`` is ``"Patch edge in voxels [64]."``."""
+    default = model.model_fields[field].get_default(call_default_factory=True)
+    shown = ("yes" if default else "no") if isinstance(default, bool) else default
+    return f"{text} [{shown}]."
+
+
+# Block-wise output (predict, baseline, denoise): None leaves the value to the settings (tomocare.config).
+Block = Annotated[Optional[int], typer.Option("--block", help="Output block edge per task (a multiple of --chunks; default --chunks).")]
+Chunks = Annotated[Optional[int], typer.Option("--chunks", help=with_default("Output chunk edge in voxels", PredictSettings, "chunks"))]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help=with_default("Output dtype: float32 or float16", PredictSettings, "dtype"))]
 
 
 def open_client(scheduler: str | None, workers: int | None):

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
+from tomocare.cli.options import Block, Chunks, Dtype, Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
 
 
@@ -22,11 +23,11 @@ def predict(
     odd: Annotated[Optional[Path], typer.Option(help="Odd half tomogram; predictions of both halves are averaged.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="A single tomogram instead of --even/--odd.")] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
-    block: Annotated[Optional[int], typer.Option(help="Output block edge per task (a multiple of --chunks; default --chunks).")] = None,
-    chunks: Annotated[Optional[int], typer.Option(help="Output chunk edge in voxels [128].")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="Output dtype: float32 or float16 [float32].")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="Network arithmetic: auto (bf16 where the CPU or GPU does it fast), fp32, bf16 or fp16 [auto].")] = None,
-    orientations: Annotated[Optional[int], typer.Option(help="Orientations (flips) the network sees each half in, averaged: 1 already flips the odd half (free); 2 is ~0.2 dB better at twice the time [1].")] = None,
+    block: Block = None,
+    chunks: Chunks = None,
+    dtype: Dtype = None,
+    precision: Annotated[Optional[str], typer.Option(help=with_default("Network arithmetic: auto (bf16 where the CPU or GPU does it fast), fp32, bf16 or fp16", PredictSettings, "precision"))] = None,
+    orientations: Annotated[Optional[int], typer.Option(help=with_default("Orientations (flips) the network sees each half in, averaged: 1 already flips the odd half (free); 2 is ~0.2 dB better at twice the time", PredictSettings, "orientations"))] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
+from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client, with_default
 from tomocare.errors import TomocareError
+from tomocare.train.config import TrainConfig
 
 
 def _pairs(dataset: Path | None, even: list[Path], odd: list[Path], *, images: bool = False):
@@ -56,16 +57,16 @@ def train(
     even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
     odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
     tilt_series: Annotated[Optional[list[Path]], typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned tilt series; repeatable.")] = None,
-    ndim: Annotated[Optional[int], typer.Option(help="3: a 3-D U-Net on half tomograms; 2: a 2-D U-Net on images or image stacks (n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), adjacent tilts (--tilt-series) [3].")] = None,
+    ndim: Annotated[Optional[int], typer.Option(help=with_default("3: a 3-D U-Net on half tomograms; 2: a 2-D U-Net on images or image stacks (n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), adjacent tilts (--tilt-series)", TrainConfig, "ndim"))] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example').")] = None,
-    patch_size: Annotated[Optional[int], typer.Option(help="Patch edge in voxels [64].")] = None,
-    n_patches: Annotated[Optional[int], typer.Option(help="Training patches per tomogram [1200].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Patches per step [16].")] = None,
-    depth: Annotated[Optional[int], typer.Option(help="U-Net depth [2].")] = None,
-    channels: Annotated[Optional[int], typer.Option(help="Channels of the first U-Net level [16].")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Training steps at most [20000].")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(help=with_default("Patch edge in voxels", TrainConfig, "patch_size"))] = None,
+    n_patches: Annotated[Optional[int], typer.Option(help=with_default("Training patches per tomogram", TrainConfig, "n_patches"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=with_default("Patches per step", TrainConfig, "batch_size"))] = None,
+    depth: Annotated[Optional[int], typer.Option(help=with_default("U-Net depth", TrainConfig, "depth"))] = None,
+    channels: Annotated[Optional[int], typer.Option(help=with_default("Channels of the first U-Net level", TrainConfig, "base_channels"))] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=with_default("Training steps at most", TrainConfig, "max_steps"))] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed [0].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
