@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Chunks, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Block, Chunks, Scheduler, Workers, open_client, with_default
 from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
@@ -46,6 +46,7 @@ def denoise(
     per_tomogram: Annotated[Optional[bool], typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds (per model).")] = None,
     mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc"))] = None,
+    block: Block = None,
     chunks: Chunks = None,
     allow_mixed: Annotated[Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")] = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings changed); tomograms are then redone.")] = False,
@@ -59,7 +60,7 @@ def denoise(
     settings = load_settings(
         config,
         train={"time_limit": time_limit, "progress": sys.stderr.isatty()},
-        predict={"chunks": chunks},
+        predict={"block": block, "chunks": chunks},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
     )
     options = DenoiseOptions(model=model, settings=settings, retrain=retrain)

@@ -99,8 +99,8 @@ def baseline(
     odd: Annotated[Optional[Path], typer.Option(help="Odd half: the halves are averaged, then filtered.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (e.g. sigma=1.5, size=3, cutoff=0.3, order=4, iterations=10).")] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
-    block: Annotated[Optional[int], typer.Option(help="Output block edge per task (a multiple of --chunks).")] = None,
-    chunks: Annotated[int, typer.Option(help="Output chunk edge in voxels.")] = 128,
+    block: Block = None,
+    chunks: Chunks = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
@@ -108,21 +108,23 @@ def baseline(
 ) -> None:
     """Apply a classical filter block-wise on the prediction engine: out-of-core, distributed, seamless."""
     from tomocare.baselines import make_filter
+    from tomocare.config import load_settings
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.predict.engine import finished_output, setup_filter
     from tomocare.predict.engine import predict as run_blocks
 
     params = _parse_params(param or [])
+    opts = load_settings(None, predict=dict(block=block, chunks=chunks)).predict
     inputs = [input] if odd is None else [input, odd]
     # Bad parameters or inputs fail here, before any cluster starts (the plan reads no voxels).
-    setup = setup_filter(make_filter(method, **params), inputs, out, block=block, chunks=chunks)
+    setup = setup_filter(make_filter(method, **params), inputs, out, block=opts.block, chunks=opts.chunks)
     with open_client(scheduler, workers) as client:
         if method == "nad" and "scale" not in params:  # NAD's contrast is in units of the data's std
             from tomocare.io.volume import compute_stats
 
             params["scale"] = compute_stats(setup.inputs[0]).std
-            setup = setup_filter(make_filter(method, **params), inputs, out, block=block, chunks=chunks)
+            setup = setup_filter(make_filter(method, **params), inputs, out, block=opts.block, chunks=opts.chunks)
         filt = setup.operator.filter
         if dry_run:
             typer.echo(json.dumps({"filter": filt.describe(), **setup.describe()}, indent=2))
