@@ -118,3 +118,30 @@ def test_missing_options_and_bad_values_exit_2_without_traceback(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(("usage:", "error:")) and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize(("command", "model", "fields"), [
+    ("predict", "PredictSettings", ("chunks", "dtype", "precision", "orientations")),
+    ("baseline", "PredictSettings", ("chunks",)),
+    ("denoise", "PredictSettings", ("chunks",)),
+    ("train", "TrainConfig", ("patch_size", "n_patches", "batch_size", "depth", "base_channels", "max_steps", "seed")),
+])
+def test_help_shows_the_defaults_of_the_settings(command, model, fields, capsys):
+    from tomocare import config
+
+    model = getattr(config, model)
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the help is wrapped
+    for name in fields:
+        assert f"[{model.model_fields[name].default}]." in text, name
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["denoise", "{tmp}", "--out", "{tmp}/o", "--block", "0"], "predict.block"),
+    (["denoise", "{tmp}", "--out", "{tmp}/o", "--chunks", "4"], "predict.chunks"),
+    (["baseline", "median", "{tmp}/a.mrc", "{tmp}/o.zarr", "--block", "0"], "predict.block"),
+    (["baseline", "median", "{tmp}/a.mrc", "{tmp}/o.zarr", "--chunks", "4"], "predict.chunks"),
+])
+def test_denoise_and_baseline_block_and_chunks_are_checked_as_settings(tmp_path, capsys, argv, expected):
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2  # before any cluster starts
+    assert expected in _error_line(capsys)

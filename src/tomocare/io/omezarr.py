@@ -28,6 +28,7 @@ from tomocare.io.stats import Stats, block_stats
 
 COMPRESSIONS = ("blosc-zstd", "zstd", "none")
 AXES = ("z", "y", "x")
+DEFAULT_CHUNK = 128  # default chunk edge, in voxels, of the images tomocare writes
 
 
 def codecs_for(compression: str) -> list:

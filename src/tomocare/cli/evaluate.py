@@ -1,4 +1,4 @@
-"""Commands of the ``tomocare`` line for evaluate (registered on the app of ``tomocare.cli``)."""
+"""The evaluate command: FSC, metrics against a reference, SNR from boxes, detection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tomocare.cli import app
+from tomocare.cli.app import app
 from tomocare.evaluate.snr import BOXES_HELP
 
 

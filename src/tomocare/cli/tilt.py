@@ -1,4 +1,4 @@
-"""Commands of the ``tomocare`` line for tilt (registered on the app of ``tomocare.cli``)."""
+"""Tilt-series commands: simulate-tilts, reconstruct, split-frames, split-tilts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tomocare.cli import Overwrite, Scheduler, Workers, _client, app
+from tomocare.cli.app import app
+from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
 
 Angles = Annotated[Path, typer.Option("--angles", help="IMOD .tlt file: one tilt angle in degrees per image.")]
 Order = Annotated[
@@ -34,7 +35,7 @@ def simulate_tilts(
     from tomocare.simulate.tiltseries import simulate_tilt_series, write_tilt_series
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _client(scheduler, workers):
+    with open_client(scheduler, workers):
         for i in range(n):
             sim = simulate_tilt_series(tuple(shape), max_angle=max_angle, step=step, dose=dose,
                                        voxel_size=voxel_size, seed=seed + i)
@@ -59,7 +60,7 @@ def reconstruct(
     """Weighted back-projection of an aligned tilt series, slab by slab along y on dask workers."""
     from tomocare.tilt.reconstruct import reconstruct_tomogram
 
-    with _client(scheduler, workers):
+    with open_client(scheduler, workers):
         written = reconstruct_tomogram(tilt_series, angles, out, thickness=thickness, split=split, order_file=order,
                                        window=filter, y_chunk=y_chunk, overwrite=overwrite)
     for path, stats in written.items():
@@ -78,7 +79,7 @@ def split_frames(
     """Sum the even and the odd frames of a movie into two images with independent noise (P2P-df)."""
     from tomocare.tilt.split import split_frames as run
 
-    with _client(scheduler, workers):
+    with open_client(scheduler, workers):
         run(movie, even, odd, overwrite=overwrite)
     typer.echo(f"{', '.join(map(str, movie))} -> {even}, {odd}")
 
@@ -97,6 +98,6 @@ def split_tilts(
     """Split a tilt series into alternate tilts (in acquisition order if known, else by index)."""
     from tomocare.tilt.split import split_tilts as run
 
-    with _client(scheduler, workers):
+    with open_client(scheduler, workers):
         outputs = run(tilt_series, angles, even, odd, order_file=order, overwrite=overwrite)
     typer.echo(f"{tilt_series} -> " + ", ".join(str(p) for p in outputs.values()))

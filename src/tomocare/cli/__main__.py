@@ -1,0 +1,7 @@
+"""``python -m tomocare.cli``: the command line."""
+
+import sys
+
+from tomocare.cli import main
+
+sys.exit(main())

@@ -1,0 +1,137 @@
+"""Commands that make, convert, export and describe data: simulate, convert, export, info."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tomocare.cli.app import app
+from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
+from tomocare.errors import TomocareError
+from tomocare.io.omezarr import DEFAULT_CHUNK
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the dataset (created).")],
+    n: Annotated[int, typer.Option("--n", help="Number of tomograms.")] = 2,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Volume shape z y x, in voxels.")] = (96, 192, 192),
+    snr: Annotated[float, typer.Option(help="Signal-to-noise ratio of each half (signal variance / noise variance).")] = 0.1,
+    tilt_range: Annotated[float, typer.Option(help="Maximum tilt angle in degrees (missing wedge beyond it).")] = 60.0,
+    voxel_size: Annotated[float, typer.Option(help="Voxel size in Å.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
+    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = DEFAULT_CHUNK,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Write a synthetic dataset with ground truth: NAME_even/_odd/_clean.mrc and particle positions."""
+    from tomocare.simulate import simulate_dataset
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open_client(scheduler, workers):
+        written = simulate_dataset(
+            out_dir, n_tomograms=n, shape=shape, seed=seed, snr=snr, tilt_range=tilt_range,
+            voxel_size=voxel_size, chunks=chunks, overwrite=overwrite,
+        )
+    for entry in written:
+        typer.echo(f"{entry['name']}: " + ", ".join(str(v) for k, v in entry.items() if k != "name"))
+
+
+@app.command()
+def convert(
+    inputs: Annotated[list[Path], typer.Argument(help="MRC files (.mrc, .rec, .map), then the output: NAME.zarr for one input, a directory for several.")],
+    chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = DEFAULT_CHUNK,
+    compression: Annotated[str, typer.Option(help="blosc-zstd, zstd or none.")] = "blosc-zstd",
+    levels: Annotated[int, typer.Option(help="Pyramid levels (1 = full resolution only).")] = 3,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Convert MRC tomograms to chunked, compressed OME-Zarr, streaming (never the whole volume in memory)."""
+    from tomocare.io.convert import convert_to_zarr, plan_conversions
+    from tomocare.io.omezarr import codecs_for
+
+    if len(inputs) < 2:
+        raise TomocareError("convert needs at least one input and an output (tomocare convert IN.mrc OUT.zarr)")
+    *sources, out = inputs
+    codecs_for(compression)
+    plan = plan_conversions(sources, out, overwrite=overwrite)
+    with open_client(scheduler, workers):
+        for source, target in plan:
+            convert_to_zarr(source, target, chunks=chunks, compression=compression, levels=levels, overwrite=overwrite)
+            typer.echo(f"{source} -> {target}")
+
+
+@app.command()
+def export(
+    source: Annotated[Path, typer.Argument(help="OME-Zarr image (or MRC).")],
+    out: Annotated[Path, typer.Argument(help="Output MRC file.")],
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Export an OME-Zarr image to MRC, streamed chunk by chunk, with the original header restored."""
+    from tomocare.io.atomic import check_output, refuse_inputs
+    from tomocare.io.convert import export_mrc
+    from tomocare.io.volume import open_volume
+
+    refuse_inputs(out, [source])
+    open_volume(source)
+    check_output(out, overwrite=overwrite)
+    with open_client(scheduler, workers):
+        stats = export_mrc(source, out, overwrite=overwrite)
+    typer.echo(f"{source} -> {out} (mean {stats.mean:.4g}, std {stats.std:.4g})")
+
+
+
+@app.command()
+def info(
+    paths: Annotated[list[Path], typer.Argument(help="MRC files, OME-Zarr images, dataset directories or RELION 5 tomograms.star files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Describe tomograms (shape, dtype, voxel size, statistics) or the pairs found in a directory."""
+    from tomocare.io.discover import discover_pairs
+    from tomocare.io.volume import open_volume
+
+    report = []
+    for path in paths:
+        if (path.is_dir() and not (path / "zarr.json").exists()) or path.suffix.lower() == ".star":
+            found = discover_pairs(path)
+            report.append(
+                {
+                    "dataset": str(path),
+                    "pairs": [{"name": p.name, "even": str(p.even), "odd": str(p.odd)} for p in found.pairs],
+                    "unmatched": [str(p) for p in found.unmatched],
+                }
+            )
+            continue
+        vol = open_volume(path)
+        report.append(
+            {
+                "path": str(path),
+                "shape": list(vol.shape),
+                "dtype": str(vol.dtype),
+                "voxel_size": list(vol.voxel_size),
+                "origin": list(vol.origin),
+                "stats": vol.stats.to_dict() if vol.stats else None,
+                "size_gib": round(vol.array.size * vol.dtype.itemsize / 2**30, 3) if hasattr(vol.array, "size") else None,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for entry in report:
+        if "dataset" in entry:
+            typer.echo(f"{entry['dataset']}: {len(entry['pairs'])} pairs")
+            for p in entry["pairs"]:
+                typer.echo(f"  {p['name']}: {p['even']} | {p['odd']}")
+            for u in entry["unmatched"]:
+                typer.echo(f"  unmatched: {u}")
+        else:
+            vs = " x ".join(f"{v:g}" for v in entry["voxel_size"])
+            typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å")
+

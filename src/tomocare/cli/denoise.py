@@ -1,0 +1,120 @@
+"""Dataset commands: denoise (train, predict, report), demo, and config (the settings file)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tomocare.cli.app import app
+from tomocare.cli.options import Block, Chunks, Scheduler, Workers, open_client, with_default
+from tomocare.config import DenoiseSettings
+from tomocare.errors import TomocareError
+
+
+def _print_summary(rows: list[dict], out_dir: Path) -> int:
+    """Print one line per tomogram; return the number that failed."""
+    failed = 0
+    for r in rows:
+        if r.get("status") != "done":
+            failed += 1
+            typer.echo(f"  {r['name']}: FAILED: {r.get('error', '')}")
+            continue
+        parts = [f"  {r['name']}: {r['output']}"]
+        if "fsc143_raw_A" in r:
+            value = r["fsc143_raw_A"]
+            parts.append(f"resolution (FSC 0.143 of the raw halves) {f'{value:.1f} Å' if value else 'Nyquist'}")
+        if "psnr_raw_db" in r:
+            parts.append(f"PSNR vs clean {r['psnr_raw_db']:.2f} -> {r['psnr_denoised_db']:.2f} dB")
+        if r.get("stop_reason"):
+            parts.append(f"training: {r['stop_reason']}")
+        typer.echo("; ".join(parts))
+    typer.echo(f"report: {out_dir / 'report' / 'summary.md'}")
+    return failed
+
+
+@app.command()
+def denoise(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory with even/odd half tomograms, or a RELION 5 tomograms.star (a copy naming the denoised tomograms is written to OUT).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
+    model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; see 'tomocare config --example').")] = None,
+    train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
+    per_tomogram: Annotated[Optional[bool], typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds (per model).")] = None,
+    mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc"))] = None,
+    block: Block = None,
+    chunks: Chunks = None,
+    allow_mixed: Annotated[Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings changed); tomograms are then redone.")] = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Denoise a whole dataset: train one model on all tomograms, predict each, write a report. Resumable."""
+    from tomocare.config import load_settings
+    from tomocare.pipeline import DenoiseOptions, denoise_dataset
+
+    settings = load_settings(
+        config,
+        train={"time_limit": time_limit, "progress": sys.stderr.isatty()},
+        predict={"block": block, "chunks": chunks},
+        denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
+    )
+    options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
+    with open_client(scheduler, workers) as client:
+        rows = denoise_dataset(dataset, out, options=options, client=client)
+    failed = _print_summary(rows, out)
+    if failed:
+        raise TomocareError(f"{failed} of {len(rows)} tomograms failed (see above and {out / 'state.json'})")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the simulated data and results.")] = Path("tomocare-demo"),
+    time_limit: Annotated[float, typer.Option(help="Training wall-clock budget in seconds.")] = 200.0,
+    workers: Workers = None,
+) -> None:
+    """Simulate a small dataset and denoise it end to end (a few minutes on a laptop), then print the figures."""
+    from tomocare.config import load_settings
+    from tomocare.pipeline import DenoiseOptions, denoise_dataset
+    from tomocare.simulate import simulate_dataset
+
+    data = out / "data"
+    with open_client(None, workers) as client:
+        if not (data / "tomo_001_odd.mrc").exists():
+            typer.echo(f"simulating 2 tomograms (96 x 192 x 192, SNR 0.1) in {data} ...")
+            simulate_dataset(data, n_tomograms=2, shape=(96, 192, 192), snr=0.1, seed=0, overwrite=True)
+        typer.echo(f"training for at most {time_limit:g} s, then predicting both tomograms ...")
+        settings = load_settings(None, train={"time_limit": time_limit, "progress": sys.stderr.isatty()})
+        options = DenoiseOptions(settings=settings)
+        rows = denoise_dataset(data, out / "results", options=options, client=client)
+    _print_summary(rows, out / "results")
+
+
+@app.command()
+def config(
+    path: Annotated[Optional[Path], typer.Argument(help="A settings file to check; prints the resolved settings.")] = None,
+    example: Annotated[bool, typer.Option("--example", help="Print a commented settings file with every default.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the example here instead of printing it.")] = None,
+) -> None:
+    """Write a commented example settings file, or check one and print what it resolves to."""
+    from tomocare.config import example as example_text
+    from tomocare.config import load_settings
+
+    if example:
+        if out is not None:
+            from tomocare.io.atomic import check_output
+
+            check_output(out, overwrite=False)
+            out.write_text(example_text())
+            typer.echo(f"wrote {out}")
+        else:
+            typer.echo(example_text(), nl=False)
+        return
+    if path is None:
+        raise TomocareError("give a settings file to check, or --example")
+    typer.echo(json.dumps(load_settings(path).model_dump(), indent=2))
+

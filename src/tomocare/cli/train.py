@@ -1,0 +1,103 @@
+"""The training command: train (on half tomograms, image pairs or adjacent tilts)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tomocare.cli.app import app
+from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.errors import TomocareError
+from tomocare.train.config import TrainConfig
+
+
+def _pairs(dataset: Path | None, even: list[Path], odd: list[Path], *, images: bool = False):
+    """Pairs from a dataset directory or from matching --even/--odd lists, opened and checked
+    (``images``: 2-D data, a single image being a stack of one)."""
+    from tomocare.io.discover import Pair, discover_pairs, open_pair
+
+    if dataset is not None and (even or odd):
+        raise TomocareError("give a dataset directory or --even/--odd, not both")
+    if dataset is not None:
+        found = discover_pairs(dataset)
+        if found.unmatched:
+            warnings.warn(f"{dataset}: {found.describe_unmatched()}", stacklevel=1)
+        pairs = found.pairs
+    else:
+        if not even or len(even) != len(odd):
+            raise TomocareError(f"give as many --even as --odd halves (got {len(even)} and {len(odd)})")
+        pairs = [Pair(e.stem, e, o) for e, o in zip(even, odd)]
+    return [open_pair(p, images=images) for p in pairs]
+
+
+def _adjacent_tilt_pairs(tilt_series: list[Path]):
+    """P2P-tap: each aligned tilt series as a pair of stacks, tilts 0..n-2 against 1..n-1."""
+    from tomocare.io.discover import VolumePair
+    from tomocare.io.volume import Volume
+    from tomocare.tilt.pairs import adjacent_tilt_pairs
+    from tomocare.tilt.stack import open_stack
+
+    pairs = []
+    for path in tilt_series:
+        stack = open_stack(path, command="train --tilt-series", what="tilt series", min_images=3)
+        halves = adjacent_tilt_pairs(stack.array)
+        even, odd = (Volume(path, h, stack.header.voxel_size, stack.header.origin, None, stack.header) for h in halves)
+        pairs.append(VolumePair(path.stem, even, odd))
+    return pairs
+
+
+@app.command()
+def train(
+    dataset: Annotated[Optional[Path], typer.Argument(help="Dataset directory with even/odd pairs, or a RELION 5 tomograms.star (or use --even/--odd).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("model"),
+    even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
+    odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
+    tilt_series: Annotated[Optional[list[Path]], typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned tilt series; repeatable.")] = None,
+    ndim: Annotated[Optional[int], typer.Option(help=with_default("3: a 3-D U-Net on half tomograms; 2: a 2-D U-Net on images or image stacks (n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), adjacent tilts (--tilt-series)", TrainConfig, "ndim"))] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example').")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(help=with_default("Patch edge in voxels", TrainConfig, "patch_size"))] = None,
+    n_patches: Annotated[Optional[int], typer.Option(help=with_default("Training patches per tomogram", TrainConfig, "n_patches"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=with_default("Patches per step", TrainConfig, "batch_size"))] = None,
+    depth: Annotated[Optional[int], typer.Option(help=with_default("U-Net depth", TrainConfig, "depth"))] = None,
+    channels: Annotated[Optional[int], typer.Option(help=with_default("Channels of the first U-Net level", TrainConfig, "base_channels"))] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=with_default("Training steps at most", TrainConfig, "max_steps"))] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
+    from tomocare.io.atomic import refuse_inputs
+    from tomocare.io.discover import check_voxel_sizes
+    from tomocare.io.stats import Stats
+    from tomocare.train.loop import train as run_training
+
+    from tomocare.config import load_settings
+
+    if tilt_series and ndim not in (None, 2):
+        raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
+    overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
+                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed,
+                     ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty())
+    cfg = load_settings(config, train=overrides).train
+    if tilt_series and (dataset is not None or even or odd):
+        raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
+    pairs = _adjacent_tilt_pairs(tilt_series) if tilt_series else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
+    voxel_size = check_voxel_sizes(pairs)
+    refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)])
+    stored = [v.stats for p in pairs for v in (p.even, p.odd)]
+    norm = Stats.merge(stored) if all(s is not None for s in stored) else None
+    with open_client(scheduler, workers) as client:
+        run_training(
+            [(p.even.array, p.odd.array) for p in pairs], out, config=cfg, client=client,
+            mean=norm.mean if norm else None, std=norm.std if norm else None, voxel_size=voxel_size,
+            names=[p.name for p in pairs], resume=resume, overwrite=overwrite,
+        )
+    typer.echo(f"model written to {out}")
+
