@@ -19,6 +19,9 @@ from tomocare.errors import TomocareError
 from tomocare.train.config import PLANNED, TrainConfig
 
 
+#: Edge, in voxels, of the chunks of the images tomocare writes and of the blocks it computes by default.
+DEFAULT_CHUNK = 128
+
 #: Network arithmetic: ``auto`` is bf16 where the device does it fast (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -29,7 +32,7 @@ class PredictSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     block: int | None = Field(None, ge=1, description="output block edge per task, a multiple of chunks (default: chunks; larger blocks waste less on halos, need more memory)")
-    chunks: int = Field(128, ge=8, description="output chunk edge, voxels")
+    chunks: int = Field(DEFAULT_CHUNK, ge=8, description="output chunk edge, voxels")
     dtype: Literal["float32", "float16"] = Field("float32", description="output data type")
     precision: Precision = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
     task_memory_mib: int | None = Field(None, ge=16, description="network memory per task on CPU workers, MiB (default 384); larger tiles are computed in pieces, with the same result")

@@ -11,7 +11,7 @@ import typer
 from tomocare.cli.app import app
 from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
 from tomocare.errors import TomocareError
-from tomocare.io.omezarr import DEFAULT_CHUNK
+from tomocare.config import DEFAULT_CHUNK
 
 
 @app.command()
