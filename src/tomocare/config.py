@@ -90,8 +90,8 @@ def example() -> str:
         "# tomocare settings: every key is optional, command-line options override them.",
         "# Use with --config FILE on train, predict and denoise.",
     ]
-    for name, field in Settings.model_fields.items():
-        section = field.default_factory()
+    for name in Settings.model_fields:
+        section = getattr(Settings(), name)
         lines += ["", f"[{name}]", *_describe(type(section).__doc__ or "", "# ")]
         planned = set(PLANNED) | {"max_steps"} if name == "train" else set()
         for key, info in type(section).model_fields.items():

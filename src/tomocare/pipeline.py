@@ -16,6 +16,7 @@ import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from distributed import Client
@@ -47,7 +48,8 @@ class State:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {"version": __version__, "tomograms": {}}
+        self.data: dict[str, Any] = (json.loads(path.read_text()) if path.exists()
+                                     else {"version": __version__, "tomograms": {}})
 
     def tomogram(self, name: str) -> dict:
         return self.data["tomograms"].get(name, {})
@@ -259,11 +261,11 @@ def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, repo
     if "stop_reason" in training:
         row["stop_reason"] = training["stop_reason"] + (" (under-trained)" if training.get("under_trained") else "")
     clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"
-    clean = open_volume(clean_path) if clean_path.exists() else None  # simulated data carry their ground truth
-    if clean is not None and clean.shape != pair.even.shape:
-        log.warning("%s: shape %s differs from the tomogram's %s; no PSNR", clean_path, clean.shape, pair.even.shape)
-    elif clean is not None:
-        clean = np.asarray(clean.array[crop], dtype=np.float32)
+    truth = open_volume(clean_path) if clean_path.exists() else None  # simulated data carry their ground truth
+    if truth is not None and truth.shape != pair.even.shape:
+        log.warning("%s: shape %s differs from the tomogram's %s; no PSNR", clean_path, truth.shape, pair.even.shape)
+    elif truth is not None:
+        clean = np.asarray(truth.array[crop], dtype=np.float32)
         row["psnr_raw_db"] = psnr((even + odd) / 2, clean)
         row["psnr_denoised_db"] = psnr(np.asarray(denoised.array[crop]), clean)
     return row

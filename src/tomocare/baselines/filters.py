@@ -331,16 +331,14 @@ def _eigenvector(j: dict, mu: np.ndarray) -> list[np.ndarray]:
     def cross(r, s):
         return [r[1] * s[2] - r[2] * s[1], r[2] * s[0] - r[0] * s[2], r[0] * s[1] - r[1] * s[0]]
 
-    best, best_norm = None, None
-    for r, s in ((0, 1), (0, 2), (1, 2)):
+    best = cross(rows[0], rows[1])
+    best_norm = best[0] ** 2 + best[1] ** 2 + best[2] ** 2
+    for r, s in ((0, 2), (1, 2)):
         c = cross(rows[r], rows[s])
         norm = c[0] ** 2 + c[1] ** 2 + c[2] ** 2
-        if best is None:
-            best, best_norm = c, norm
-        else:
-            take = norm > best_norm
-            best = [np.where(take, x, y) for x, y in zip(c, best)]
-            best_norm = np.where(take, norm, best_norm)
+        take = norm > best_norm
+        best = [np.where(take, x, y) for x, y in zip(c, best)]
+        best_norm = np.where(take, norm, best_norm)
     scale = np.sqrt(sum(x.astype(np.float32) ** 2 for x in (rows[0][0], rows[1][1], rows[2][2], rows[0][1], rows[0][2], rows[1][2])))
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(best_norm > (1e-6 * scale**2) ** 2, 1 / np.sqrt(best_norm), 0).astype(np.float32)

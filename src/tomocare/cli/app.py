@@ -40,9 +40,9 @@ def _root(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     progress = logging.getLogger("tomocare.progress")  # plans, progress lines, why training stopped: always shown
     if not progress.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        progress.addHandler(handler)
+        stderr = _StderrHandler()
+        stderr.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        progress.addHandler(stderr)
         progress.setLevel(logging.INFO)
         progress.propagate = False
     if not verbose:  # dask logs every worker start and stop, and shutdown races, below ERROR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -97,7 +97,7 @@ def info(
     from tomocare.io.discover import discover_pairs
     from tomocare.io.volume import open_volume
 
-    report = []
+    report: list[dict[str, Any]] = []
     for path in paths:
         if (path.is_dir() and not (path / "zarr.json").exists()) or path.suffix.lower() == ".star":
             found = discover_pairs(path)

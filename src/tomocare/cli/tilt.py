@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
 
 from tomocare.cli.app import app
 from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
+
+if TYPE_CHECKING:
+    from tomocare.tilt.wbp import Window
 
 Angles = Annotated[Path, typer.Option("--angles", help="IMOD .tlt file: one tilt angle in degrees per image.")]
 Order = Annotated[
@@ -37,7 +40,7 @@ def simulate_tilts(
     out_dir.mkdir(parents=True, exist_ok=True)
     with open_client(scheduler, workers):
         for i in range(n):
-            sim = simulate_tilt_series(tuple(shape), max_angle=max_angle, step=step, dose=dose,
+            sim = simulate_tilt_series(shape, max_angle=max_angle, step=step, dose=dose,
                                        voxel_size=voxel_size, seed=seed + i)
             paths = write_tilt_series(sim, out_dir / f"ts_{i:03d}", overwrite=overwrite)
             typer.echo(f"ts_{i:03d}: {len(sim.angles)} tilts -> " + ", ".join(str(p) for p in paths.values()))
@@ -62,7 +65,7 @@ def reconstruct(
 
     with open_client(scheduler, workers):
         written = reconstruct_tomogram(tilt_series, angles, out, thickness=thickness, split=split, order_file=order,
-                                       window=filter, y_chunk=y_chunk, overwrite=overwrite)
+                                       window=cast("Window", filter), y_chunk=y_chunk, overwrite=overwrite)
     for path, stats in written.items():
         typer.echo(f"{tilt_series} -> {path} (mean {stats.mean:.4g}, std {stats.std:.4g})")
 

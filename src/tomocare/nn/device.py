@@ -65,7 +65,7 @@ def channels_last(x: T) -> T:
     so (about 1.4x in training, 2x in inference on CPU); anything else unchanged."""
     if isinstance(x, torch.Tensor):
         return x.contiguous(memory_format=torch.channels_last_3d) if x.ndim == 5 else x
-    return x.to(memory_format=torch.channels_last_3d) if getattr(x, "ndim", 3) == 3 else x
+    return x.to(memory_format=torch.channels_last_3d) if getattr(x, "ndim", 3) == 3 else x  # type: ignore[call-overload]
 
 
 def prepare(net: torch.nn.Module) -> torch.nn.Module:

@@ -19,10 +19,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
-from numpy.typing import ArrayLike
 from distributed import Client, as_completed
 
 from tomocare.config import PredictSettings
@@ -34,7 +34,7 @@ from tomocare.io.stats import Stats, block_stats
 from tomocare.io.volume import Volume, compute_stats, open_volume
 from tomocare.predict.operator import BlockOperator, opened
 from tomocare.predict.plan import BlockPlan, Shape, network_geometry, read_tiles, round_up
-from tomocare.train.sampler import describe
+from tomocare.train.sampler import LazyArray, describe
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class BlockJob:
     """Everything a block task needs; small and picklable (arrays are lazy handles)."""
 
     operator: BlockOperator
-    sources: tuple[ArrayLike, ...]  # (even, odd) or (single,)
+    sources: tuple[LazyArray, ...]  # (even, odd) or (single,)
     target: zarr.Array
     plan: BlockPlan
 
@@ -218,7 +218,7 @@ def finished_output(planned: BlockRun) -> Stats | None:
     """The statistics of ``planned.out`` when a run of this very plan finished it (same fingerprint), else None:
     a rerun after a failure past the output (a full disk while writing ``--mrc``) keeps it."""
     try:
-        attrs = zarr.open_group(str(planned.out), mode="r").attrs["tomocare"]
+        attrs: Any = zarr.open_group(str(planned.out), mode="r").attrs["tomocare"]
         return Stats.from_dict(attrs["stats"]) if attrs.get("fingerprint") == planned.fingerprint() else None
     except Exception:  # no output, or not one of ours
         return None

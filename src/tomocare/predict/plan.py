@@ -52,7 +52,7 @@ class BlockPlan:
         if isinstance(self.factor, int):
             object.__setattr__(self, "factor", (self.factor,) * len(self.shape))
         for name, values in (("block", self.block), ("halo", self.halo)):
-            bad = [(v, f) for v, f in zip(values, self.factor) if v % f or v < 0]
+            bad = [(v, f) for v, f in zip(values, self.factors) if v % f or v < 0]
             if bad:
                 v, f = bad[0]
                 raise TomocareError(
@@ -63,6 +63,11 @@ class BlockPlan:
             raise TomocareError(f"block {self.block} must be positive")
 
     @property
+    def factors(self) -> Shape:
+        """The down-sampling factor of each axis."""
+        return self.factor if isinstance(self.factor, tuple) else (self.factor,) * len(self.shape)
+
+    @property
     def grid(self) -> Shape:
         return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
 
@@ -71,7 +76,7 @@ class BlockPlan:
         return int(np.prod(self.grid))
 
     def tile_shape(self, core: Shape) -> Shape:
-        return tuple(round_up(c, f) + 2 * h for c, h, f in zip(core, self.halo, self.factor))
+        return tuple(round_up(c, f) + 2 * h for c, h, f in zip(core, self.halo, self.factors))
 
     def blocks(self) -> Iterator[Block]:
         for index in np.ndindex(*self.grid):
@@ -79,7 +84,7 @@ class BlockPlan:
 
     def block_at(self, index: tuple[int, ...]) -> Block:
         core, read, pad, offset = [], [], [], []
-        for i, size, b, h, f in zip(index, self.shape, self.block, self.halo, self.factor):
+        for i, size, b, h, f in zip(index, self.shape, self.block, self.halo, self.factors):
             start, stop = i * b, min((i + 1) * b, size)
             tile_start = start - h
             tile_stop = start + round_up(stop - start, f) + h

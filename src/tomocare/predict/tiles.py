@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def run_network(
     bounds memory; the output's halo is then 0, which the engine crops anyway.
     """
     n, *tile = tiles.shape
-    kw = dict(mean=mean, std=std, precision=precision)
+    kw: dict[str, Any] = dict(mean=mean, std=std, precision=precision)
     net_2d = getattr(net, "ndim", 3) == 2
     turns = ORIENTATIONS[:4] if net_2d else ORIENTATIONS
     if n * orientations > len(turns):

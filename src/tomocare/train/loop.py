@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn import functional as F
@@ -176,7 +176,7 @@ class _Run:
     def validate(self, stream: PatchStream) -> float:
         """Mean loss over all validation patches."""
         self.net.eval()
-        total = count = 0
+        total, count = 0.0, 0
         for batch in stream.batches():
             total += self._loss(batch).item() * len(batch.inputs)
             count += len(batch.inputs)
@@ -184,7 +184,7 @@ class _Run:
 
     def summary(self, reason: str | None = None) -> dict:
         s = self.state
-        out = {"step": s.step, "epoch": s.epoch, "best_val_loss": s.best_val, "best_epoch": s.best_epoch,
+        out: dict[str, Any] = {"step": s.step, "epoch": s.epoch, "best_val_loss": s.best_val, "best_epoch": s.best_epoch,
                "seconds": round(s.seconds, 3)}
         if reason is not None:
             out |= {"stop_reason": reason, "under_trained": under_trained(s.history)}
@@ -394,13 +394,12 @@ def train(
         if checkpoint is not None:
             run.restore(checkpoint)
             log.info("resuming %s at step %d (epoch %d)", out_dir, run.state.step, run.state.epoch)
-        common = dict(patch_size=p, mean=mean, std=std, batch_size=config.batch_size, seed=config.seed,
-                      prefetch=config.prefetch, ndim=config.ndim)
+        def stream(items, **kw) -> PatchStream:
+            return PatchStream(client, pairs, items, patch_size=p, mean=mean, std=std, batch_size=config.batch_size,
+                               seed=config.seed, prefetch=config.prefetch, ndim=config.ndim, **kw)
+
         augment = Augment(flip=config.flip, swap=config.swap, rot90=config.rot90)
-        reason = run.run(
-            PatchStream(client, pairs, patch_plan.train, augment=augment, **common),
-            PatchStream(client, pairs, patch_plan.val, shuffle=False, **common),
-        )
+        reason = run.run(stream(patch_plan.train, augment=augment), stream(patch_plan.val, shuffle=False))
     finally:
         torch.set_num_threads(old_threads)
     summary = run.summary(reason)
