@@ -7,7 +7,7 @@
   and an odd tile per call as the engine does, host-to-device copies included; output voxels per
   second = block voxels / time per pair of tiles. On the CPU the reference of
   ``predict_speed.py``: the better of all cores in one process and one core times the cores.
-* engine: ``setup_prediction`` + ``predict`` from zarr inputs to a zarr output (reading, padding,
+* engine: ``plan_run`` + ``run_blocks`` (the network's operator) from zarr inputs to a zarr output (reading, padding,
   averaging, writing, pyramid) with one worker: one GPU (LocalCUDACluster) on a GPU machine, or
   on the CPU a LocalCluster of one single-threaded worker per core (the whole machine).
 * bf16 (CUDA only): speeds, and the largest deviation of the engine's bf16 output from its fp32
@@ -34,19 +34,18 @@ from _measure import save
 from predict_speed import bare_speed as cpu_bare_speed
 from predict_speed import engine_speed, make_inputs
 from tomocare.cluster import gpu_count
+from tomocare.model import save_model
+from tomocare.nn.device import prepare
 from tomocare.nn.unet import UNet
-from tomocare.predict.tiles import prepare, run_tiles
+from tomocare.predict.tiles import run_tiles
 from tomocare.train.config import TrainConfig
-from tomocare.train.model_file import save_model
 
 PAIR = (1024, 4096, 4096)
 
 
 def default_network() -> UNet:
-    cfg = TrainConfig()
     torch.manual_seed(0)
-    return UNet(depth=cfg.depth, base_channels=cfg.base_channels, residual=cfg.residual, n_conv=cfg.n_conv,
-                upsample=cfg.upsample)
+    return UNet(TrainConfig().network())
 
 
 def bare_speed(net: UNet, block: int, precision: str, repeats: int) -> float:
@@ -106,10 +105,10 @@ def main() -> None:
     inputs = make_inputs(args.workdir, tuple(args.shape))
     bare_net = prepare(net.to(device))
     name = torch.cuda.get_device_name(0) if gpus else f"CPU, {cores} cores"
-    print(f"device: {name}; network {net.config()} halo {net.halo}; volume {tuple(args.shape)}, block {args.block}, "
+    print(f"device: {name}; network {net.config.model_dump()} halo {net.halo}; volume {tuple(args.shape)}, block {args.block}, "
           f"tile {args.block + 2 * net.halo}; engine: {'1 worker = 1 GPU' if gpus else f'{workers} workers x 1 thread'}")
 
-    results: dict = {"device": name, "gpus": gpus, "network": net.config(), "halo": net.halo,
+    results: dict = {"device": name, "gpus": gpus, "network": net.config.model_dump(), "halo": net.halo,
                      "shape": list(args.shape), "block": args.block, "engine_workers": workers, "precision": {}}
     for precision in precisions:
         bare = bare_speed(bare_net, args.block, precision, args.repeats)

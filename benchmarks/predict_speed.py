@@ -5,7 +5,7 @@
 * bare network: the same network on in-memory tiles of the engine's tile size (block + halo),
   an even and an odd tile per forward pass as the engine does, in one process using all cores;
   output voxels per second = block voxels / time per pair of tiles.
-* engine: ``tomocare.predict`` from zarr inputs to a zarr output on a LocalCluster of worker
+* engine: ``plan_run`` + ``run_blocks`` (the network's operator) from zarr inputs to a zarr output on a LocalCluster of worker
   processes (1 thread each), including reading, padding, averaging, writing and the pyramid.
 """
 
@@ -23,13 +23,16 @@ import torch
 
 from _measure import save
 from tomocare.cluster import dask_client
+from tomocare.config import PredictSettings
 from tomocare.io.omezarr import write_ome_zarr
 from tomocare.io.volume import open_volume
+from tomocare.model import Model, save_model
+from tomocare.nn.device import prepare
 from tomocare.nn.unet import UNet
-from tomocare.predict.engine import predict, setup_prediction
-from tomocare.predict.tiles import prepare, run_tiles
+from tomocare.predict.engine import plan_run, run_blocks
+from tomocare.predict.network import NetworkOperator
+from tomocare.predict.tiles import run_tiles
 from tomocare.train import TrainConfig
-from tomocare.train.model_file import save_model
 
 
 def make_inputs(workdir: Path, shape: tuple[int, ...]) -> list[Path]:
@@ -58,14 +61,15 @@ def bare_speed(net: UNet, block: int, threads: int, repeats: int = 3) -> float:
 
 def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block: int, precision: str = "fp32") -> tuple[float, float, dict]:
     """Voxels/s of a cold run (workers load torch and the model) and of a second, warm run."""
-    setup = setup_prediction(model, inputs, out, chunks=block, precision=precision)
+    settings = PredictSettings(chunks=block, precision=precision)
+    setup = plan_run(NetworkOperator.from_settings(Model.read(model), settings), inputs, out, settings)
     speeds = []
     with dask_client(n_workers=workers, threads_per_worker=1) as client:
         client.wait_for_workers(workers)
         for _ in range(2):
             shutil.rmtree(out, ignore_errors=True)
             t = time.perf_counter()
-            predict(setup, client, overwrite=True)
+            run_blocks(setup, client, overwrite=True)
             speeds.append(int(np.prod(setup.plan.shape)) / (time.perf_counter() - t))
     return speeds[0], speeds[1], setup.describe()
 
@@ -97,7 +101,7 @@ def main() -> None:
     cold2, eng2, plan = engine_speed(model, inputs, args.workdir / "out.zarr", cores, args.block)
     cold1, eng1, _ = engine_speed(model, inputs, args.workdir / "out.zarr", 1, args.block)
     results = {
-        "network": net.config(),
+        "network": net.config.model_dump(),
         "halo": net.halo,
         "plan": plan,
         "bare_network_output_voxels_per_s": round(bare),
@@ -110,7 +114,7 @@ def main() -> None:
         "engine_to_bare_ratio": round(eng2 / bare, 3),
         "speedup_workers": round(eng2 / eng1, 3),
     }
-    print(f"network {net.config()} halo {net.halo}; volume {tuple(plan['shape'])}, block {args.block}, tile {plan['tile']}")
+    print(f"network {net.config.model_dump()} halo {net.halo}; volume {tuple(plan['shape'])}, block {args.block}, tile {plan['tile']}")
     print(f"computed-to-output voxel ratio: {plan['computed_to_output_ratio']}")
     print(f"bare network, even+odd tiles: {bare_threads / 1e6:.3f} Mvoxel/s with {cores} threads, "
           f"{bare_one / 1e6:.3f} with 1 thread; reference = {bare / 1e6:.3f} Mvoxel/s")

@@ -20,7 +20,7 @@ Rows:
   with the grid point (``GRIDS``) that maximises PSNR against the clean volume. This is an
   *oracle* tuning that no user without ground truth can match: the baselines are shown at their
   best. NAD's ``scale`` is the std of its input, as the engine passes it. Filters run in memory
-  (``filters.reference``, equal to the block engine's result) and are cached per dataset in
+  (``Filter.reference``, equal to the block engine's result) and are cached per dataset in
   the work directory;
 * tomocare: the denoised tomogram the command wrote (even and odd predictions averaged).
 
@@ -48,21 +48,23 @@ from pathlib import Path
 import numpy as np
 
 from _measure import PeakRSS, gib, save
-from tomocare.baselines.filters import make_filter, reference
+from tomocare.baselines.filters import make_filter
 from tomocare.cluster import dask_client
 from tomocare.evaluate.detection import detection_curve, read_particles
 from tomocare.evaluate.fsc import fsc
 from tomocare.evaluate.metrics import psnr
 from tomocare.evaluate.reference import compare_to_reference
 from tomocare.io.volume import open_volume
-from tomocare.predict.engine import predict, setup_prediction
+from tomocare.model import Model
+from tomocare.predict.engine import plan_run, run_blocks
+from tomocare.predict.network import NetworkOperator
 from tomocare.simulate import simulate_dataset
 
 # Shapes and voxel sizes by seed: sizes, object counts and sampling differ between runs.
 SHAPES = [(96, 192, 192), (128, 160, 176), (80, 208, 192)]
 VOXEL = [10.0, 7.84, 12.0]
 
-# Oracle grids, small on purpose. NAD costs ~0.5 us/voxel/iteration, and filters.reference pads the
+# Oracle grids, small on purpose. NAD costs ~0.5 us/voxel/iteration, and Filter.reference pads the
 # volume by its halo, 6 voxels per iteration on each side: 10 iterations on 96x192x192 run on
 # 216x312x312 voxels (~100 s). Diffusion time is iterations x time_step, so the largest stable
 # step (0.15) buys the most smoothing per iteration; --nad-iterations sets that axis of the grid.
@@ -82,7 +84,7 @@ COLUMNS = [("psnr_db", "PSNR (dB)", True), ("ssim", "SSIM", True),
 
 def apply(name: str, params: dict, volume: np.ndarray) -> np.ndarray:
     extra = {"scale": float(volume.std())} if METHOD[name] == "nad" else {}
-    return reference(make_filter(METHOD[name], **params, **extra), volume)
+    return make_filter(METHOD[name], **params, **extra).reference(volume)
 
 
 def tune(name: str, avg: np.ndarray, clean: np.ndarray) -> tuple[dict, np.ndarray, list]:
@@ -179,7 +181,8 @@ def evaluate(seed, snr, shape, work: Path, entry: dict, seconds: float, peak: in
     model = work / "denoised" / "model"
     info = json.loads((model / "model.json").read_text())["extra"]
     for half in ("even", "odd"):  # each half on its own: the halves' FSC needs them apart
-        predict(setup_prediction(model, [entry[half]], work / f"den_{half}.zarr"), client, overwrite=True)
+        run_blocks(plan_run(NetworkOperator(Model.read(model)), [entry[half]], work / f"den_{half}.zarr"), client,
+                   overwrite=True)
 
     voxel = float(open_volume(entry["even"]).voxel_size[-1])
     clean, ev, od = load(entry["clean"]), load(entry["even"]), load(entry["odd"])

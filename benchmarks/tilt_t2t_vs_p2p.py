@@ -35,13 +35,20 @@ from tomocare.simulate.tiltseries import poisson_noise, simulate_tilt_series
 from tomocare.tilt.angles import even_odd_indices
 from tomocare.tilt.pairs import adjacent_tilt_pairs
 from tomocare.tilt.wbp import reconstruct_slab
-from tomocare.train import TrainConfig, load_model, train
+from tomocare.model import Model
+from tomocare.train import TrainConfig, train
+
+
+def load_model(directory: Path):
+    """(the network with its weights, the model's description)."""
+    info = Model.read(directory)
+    return info.network(), info
 
 
 @torch.inference_mode()
 def apply_network(net, info, array: np.ndarray) -> np.ndarray:
     """The network on a whole image (2-D net: each image of a stack) or volume, reflect-padded."""
-    h, f = info.halo, info.downsampling_factor
+    h, f = info.halo, info.factor
     spatial = array.shape[1:] if net.ndim == 2 else array.shape
     pads = [(h, h + (-(n + 2 * h)) % f) for n in spatial]
     items = array if net.ndim == 2 else array[None]

@@ -30,10 +30,10 @@ import torch
 import zarr
 from distributed import Client, LocalCluster
 
-from tomocare.predict.tiles import predict_whole
+from tomocare.model import Model
+from tomocare.nn.device import default_threads
 from tomocare.simulate import simulate_tomogram
-from tomocare.train import TrainConfig, load_model, train
-from tomocare.train.loop import default_threads
+from tomocare.train import TrainConfig, train
 
 DEFAULT_ARCHS = [(d, c, r) for d, c, r in itertools.product((2, 3), (8, 16, 32), (True, False))]
 
@@ -101,10 +101,10 @@ def main() -> None:
             )
             out = Path(tmp) / f"model-{depth}-{channels}-{int(residual)}"
             train([tuple(pair)], out, config=config, client=client, mean=mean, std=std, voxel_size=sim.voxel_size)
-            net, info = load_model(out)
+            info = Model.read(out)  # its normalisation: the mean and std given to train()
+            net = info.network()
             torch.set_num_threads(config.threads or default_threads())
-            kw = dict(halo=info.halo, factor=info.downsampling_factor, mean=mean, std=std)
-            denoised = (predict_whole(net, even, **kw) + predict_whole(net, odd, **kw)) / 2
+            denoised = (info.predict_whole(even, net=net) + info.predict_whole(odd, net=net)) / 2
             history = json.loads((out / "history.json").read_text())
             rows.append({
                 "arch": f"depth {depth}, {channels} ch, {'residual' if residual else 'plain'}",

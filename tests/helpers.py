@@ -1,28 +1,15 @@
-"""Small builders shared by tests: MRC files written with mrcfile itself."""
+"""Small builders shared by tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 
+from tomocare.testing import write_mrc
 
-def write_test_mrc(
-    path: Path,
-    data: np.ndarray,
-    *,
-    voxel_size=(3.3, 3.2, 3.1),
-    origin=(30.0, 20.0, 10.0),
-    extended_header: bytes = b"",
-    exttyp: bytes = b"",
-) -> Path:
-    """An MRC file with voxel size and origin given as (z, y, x)."""
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(data)
-        mrc.voxel_size = tuple(reversed(voxel_size))
-        mrc.header.origin = tuple(reversed(origin))
-        if extended_header:
-            mrc.set_extended_header(np.frombuffer(extended_header, dtype="V1"))
-            mrc.header.exttyp = exttyp
-    return path
+
+def write_test_mrc(path: Path, data: np.ndarray, *, voxel_size=(3.3, 3.2, 3.1), origin=(30.0, 20.0, 10.0),
+                   extended_header: bytes = b"", exttyp: bytes = b"") -> Path:
+    """An MRC file (``tomocare.testing.write_mrc``) with a distinct voxel size and origin per axis, (z, y, x)."""
+    return write_mrc(path, data, voxel_size=voxel_size, origin=origin, extended_header=extended_header, exttyp=exttyp)

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from helpers import write_test_mrc
 from tomocare import TomocareError
-from tomocare.baselines import Filter, make_filter, reference
+from tomocare.baselines import FILTERS, NAD, Filter, Gaussian, Lowpass, Median, make_filter
 from tomocare.baselines.filters import butterworth_kernel
+from tomocare.io.volume import compute_stats, open_volume
 from tomocare.predict.plan import BlockPlan, reflect_pad
 
 SHAPE = (24, 40, 36)
@@ -23,7 +25,7 @@ def volume() -> np.ndarray:
 
 def blockwise(f: Filter, volume: np.ndarray, block=BLOCK) -> np.ndarray:
     """What the block engine does: block + halo read, reflect padding at the borders, core kept."""
-    plan = BlockPlan(volume.shape, block, (f.halo(),) * 3, factor=1)
+    plan = BlockPlan(volume.shape, block, (f.halo,) * 3, factor=1)
     out = np.full(volume.shape, np.nan, np.float32)
     for blk in plan.blocks():
         result = f(reflect_pad(volume[blk.read], blk.pad))
@@ -47,7 +49,7 @@ def test_blockwise_gaussian_and_median_equal_scipy_on_the_whole_volume(volume, m
     got = blockwise(f, volume)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * float(np.abs(expected).max()))
-    np.testing.assert_allclose(reference(f, volume), expected, rtol=0, atol=1e-6 * float(np.abs(expected).max()))
+    np.testing.assert_allclose(f.reference(volume), expected, rtol=0, atol=1e-6 * float(np.abs(expected).max()))
 
 
 @pytest.mark.parametrize(
@@ -60,8 +62,8 @@ def test_blockwise_gaussian_and_median_equal_scipy_on_the_whole_volume(volume, m
 )
 def test_blockwise_lowpass_and_nad_equal_their_whole_volume_reference(volume, method, params):
     f = make_filter(method, **params)
-    assert f.halo() < min(SHAPE)  # reflecting the halo needs no more than the volume
-    expected = reference(f, volume)
+    assert f.halo < min(SHAPE)  # reflecting the halo needs no more than the volume
+    expected = f.reference(volume)
     got = blockwise(f, volume)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
 
@@ -87,17 +89,40 @@ def test_filters_reduce_noise_and_keep_float32():
     for method, params in (("gaussian", {}), ("median", {}), ("lowpass", {}),
                            ("nad", {"iterations": 4, "sigma": 0.7, "rho": 0.7, "contrast": 1.0})):
         f = make_filter(method, **params)
-        out = reference(f, noisy)
+        out = f.reference(noisy)
         assert out.dtype == np.float32 and out.shape == noisy.shape
         assert float(np.mean((out - clean) ** 2)) < 0.6 * err_raw, method
 
 
 def test_defaults_and_halos():
-    assert make_filter("gaussian").params == {"sigma": 1.5} and make_filter("gaussian").halo() == 6
-    assert make_filter("median").halo() == 1
+    assert make_filter("gaussian").params == {"sigma": 1.5} and make_filter("gaussian").halo == 6
+    assert make_filter("median").halo == 1
     nad = make_filter("nad")
-    assert nad.params["iterations"] == 10 and nad.halo() == 10 * 6
+    assert nad.params["iterations"] == 10 and nad.halo == 10 * 6
     assert make_filter("lowpass").describe()["halo"] == butterworth_kernel(0.3, 4).shape[0] // 2
+    assert nad.params["scale"] is None  # the input's standard deviation, filled in by bind()
+
+
+def test_one_class_per_filter_built_by_name_or_directly():
+    assert FILTERS == {"median": Median, "gaussian": Gaussian, "lowpass": Lowpass, "nad": NAD}
+    assert make_filter("median", size="5") == Median(5) and make_filter("gaussian", sigma=2) == Gaussian(2.0)
+    assert make_filter("lowpass", cutoff=0.4, order=2) == Lowpass(0.4, 2)
+    assert make_filter("median").describe() == {"method": "median", "params": {"size": 3}, "halo": 1}
+    assert make_filter("nad", scale=2.0) != make_filter("nad")  # the identity is the parameters
+    with pytest.raises(TomocareError, match="size must be an odd integer"):
+        Median(4)  # validated on construction, not only by make_filter
+    with pytest.raises(TomocareError, match="iterations must be an integer"):
+        make_filter("nad", iterations=2.5)
+    with pytest.raises(Exception):
+        Median(3).size = 5  # frozen: its identity cannot change under a run
+
+
+def test_nad_scale_defaults_to_the_input_std(tmp_path, volume):
+    path = write_test_mrc(tmp_path / "v.mrc", volume, voxel_size=(10.0,) * 3)
+    bound = make_filter("nad", iterations=1).bind([open_volume(path)])
+    assert bound.scale == pytest.approx(compute_stats(open_volume(path)).std) and bound.scale != 1.0
+    assert make_filter("nad", scale=2.0).bind([open_volume(path)]).scale == 2.0  # a given scale is kept
+    np.testing.assert_array_equal(make_filter("nad", iterations=1)(volume), make_filter("nad", iterations=1, scale=1)(volume))
 
 
 @pytest.mark.parametrize(

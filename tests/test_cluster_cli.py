@@ -24,7 +24,10 @@ import zarr
 
 from tomocare import cluster
 from tomocare.cli import main
-from tomocare.predict.engine import predict, setup_prediction
+from tomocare.config import PredictSettings
+from tomocare.model import Model
+from tomocare.predict.engine import plan_run, run_blocks
+from tomocare.predict.network import NetworkOperator
 from tomocare.simulate import simulate_dataset
 
 BIN = Path(sys.executable).parent
@@ -115,17 +118,19 @@ def test_train_and_predict_on_cli_cluster_equal_local(tmp_path, cli_cluster, pai
 
     # The same prediction on the session's LocalCluster.
     ref = tmp_path / "local.zarr"
-    predict(setup_prediction(model, [even, odd], ref, chunks=32), client)
+    operator = NetworkOperator(Model.read(model))
+    run_blocks(plan_run(operator, [even, odd], ref, PredictSettings(chunks=32)), client)
     a = zarr.open_group(str(out), mode="r")["0"][:]
     b = zarr.open_group(str(ref), mode="r")["0"][:]
     assert a.shape == (32, 64, 64) and np.isfinite(a).all() and a.std() > 0
     assert np.array_equal(a, b)
 
-    # The command-line workers did the work: they hold the model in their cache.
+    # The command-line workers did the work: they hold the network opened (once per worker).
     with cluster.connect(str(sched_file)) as c:
-        from tomocare.predict import engine
+        from tomocare.predict import operator as block_operator
 
-        assert any(c.run(lambda: len(engine._MODELS)).values())
+        opened = c.run(lambda: list(block_operator._OPENED))
+        assert any(keys == [operator.key()] for keys in opened.values()), opened
 
 
 def _free_port() -> int:

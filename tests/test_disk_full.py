@@ -22,9 +22,9 @@ import zarr
 
 from helpers import write_test_mrc
 from tomocare.cli import main
+from tomocare.model import save_model
 from tomocare.nn import UNet
 from tomocare.predict.engine import DONE_FILE, RUN_FILE, _resume_state
-from tomocare.train.model_file import save_model
 
 PAGE = 4096  # tmpfs allocates files in pages
 ROOMY = 16 * 2**20

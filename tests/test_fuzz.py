@@ -35,11 +35,11 @@ import typer.main
 import fuzz_cases as fc
 from fuzz_cases import CONSTANT, EITHER, INVALID, PAIR, VALID, VOXELS, Case
 from helpers import write_test_mrc
-from tomocare.baselines import make_filter, reference
+from tomocare.baselines import make_filter
 from tomocare.cli import main
 from tomocare.io.volume import open_volume
+from tomocare.model import save_model
 from tomocare.nn import UNet
-from tomocare.train.model_file import save_model
 
 RUN_LIMIT = 120.0  # seconds one command may take before it counts as a hang (each takes < 1 s unloaded)
 CASES = fc.all_cases()
@@ -154,7 +154,7 @@ def check_filtered(name: str, method: str, pair: bool) -> Callable[[Run], str | 
         source = (fc.PARTNER + run.data.astype(np.float32)) / 2 if pair else run.data.astype(np.float32)
         if got.shape != source.shape or not _finite_where(source, got):
             return f"{name}: shape {got.shape} or non-finite voxels for an input of {source.shape}"
-        expected = reference(make_filter(method), source)
+        expected = make_filter(method).reference(source)
         scale = float(np.nanmax(np.abs(expected))) or 1.0
         ok = np.allclose(got, expected, rtol=0, atol=1e-5 * scale, equal_nan=True)
         return None if ok else f"{name}: differs from the whole-volume {method} filter"

@@ -14,9 +14,10 @@ import torch
 from helpers import write_test_mrc
 from tomocare.cli import main
 from tomocare.io.convert import convert_to_zarr
+from tomocare.model import Model, save_model
 from tomocare.nn import UNet
-from tomocare.predict.engine import setup_prediction
-from tomocare.train.model_file import save_model
+from tomocare.predict.engine import plan_run
+from tomocare.predict.network import NetworkOperator
 
 SHAPE = (24, 40, 40)
 
@@ -84,11 +85,12 @@ def test_a_replaced_input_changes_the_resume_fingerprint(data, tmp_path):
     source = tmp_path / "v.mrc"
     rng = np.random.default_rng(1)
     write_test_mrc(source, rng.normal(size=SHAPE).astype(np.float32), voxel_size=(10.0,) * 3)
-    first = setup_prediction(data / "model", [source], tmp_path / "o.zarr").fingerprint()
-    assert setup_prediction(data / "model", [source], tmp_path / "o.zarr").fingerprint() == first
+    operator = NetworkOperator(Model.read(data / "model"))
+    first = plan_run(operator, [source], tmp_path / "o.zarr").fingerprint()
+    assert plan_run(NetworkOperator(Model.read(data / "model")), [source], tmp_path / "o.zarr").fingerprint() == first
     write_test_mrc(tmp_path / "new.mrc", rng.normal(size=SHAPE).astype(np.float32), voxel_size=(10.0,) * 3)
     (tmp_path / "new.mrc").replace(source)  # a new reconstruction at the same path
-    assert setup_prediction(data / "model", [source], tmp_path / "o.zarr").fingerprint() != first
+    assert plan_run(operator, [source], tmp_path / "o.zarr").fingerprint() != first
 
 
 def test_a_pipe_is_refused_not_read(tmp_path, capsys):

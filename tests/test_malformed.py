@@ -12,8 +12,8 @@ import torch
 
 from helpers import write_test_mrc
 from tomocare.cli import main
+from tomocare.model import save_model
 from tomocare.nn import UNet
-from tomocare.train.model_file import save_model
 
 SHAPE = (16, 24, 20)
 INT_FIELDS = {"nx": 0, "ny": 4, "nz": 8, "mode": 12, "mx": 28, "my": 32, "mz": 36, "ispg": 88, "nsymbt": 92}
@@ -85,7 +85,9 @@ def test_absurd_architectures_and_nested_files_are_refused_before_anything_is_bu
     (bad / "model.json").write_text(json.dumps(meta))
     volume = write_test_mrc(tmp_path / "v.mrc", np.zeros(SHAPE, np.float32), voxel_size=(10.0,) * 3)
     assert main(["predict", "-m", str(bad), "--input", str(volume), "--out", str(tmp_path / "o.zarr"), "--dry-run"]) == 2
-    assert "base_channels 3000 is outside" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad / 'model.json'}: architecture: "), err
+    assert "base_channels: Input should be less than or equal to 256" in err
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     assert main(["config", str(tmp_path / "deep.json")]) == 2
     err = capsys.readouterr().err

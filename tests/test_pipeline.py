@@ -15,9 +15,9 @@ import torch
 import zarr
 
 from tomocare.cli import main
+from tomocare.model import save_model
 from tomocare.nn.unet import UNet
 from tomocare.simulate import simulate_dataset
-from tomocare.train.model_file import save_model
 
 
 @pytest.fixture(scope="module")

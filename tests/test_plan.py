@@ -14,7 +14,8 @@ from scipy import ndimage
 
 from helpers import write_test_mrc
 from tomocare.cli import main
-from tomocare.train import TrainConfig, load_model, train
+from tomocare.model import Model
+from tomocare.train import TrainConfig, train
 from tomocare.train import progress as training_progress
 from tomocare.train.loop import under_trained
 from tomocare.train.plan import CANDIDATES, lr_factor, plan_training
@@ -67,7 +68,8 @@ def test_time_limit_counts_everything_and_the_model_says_why_it_stopped(client, 
     t = time.monotonic()
     out = train([pair], tmp_path / "m", config=config, client=client)
     assert time.monotonic() - t <= 6 + 1.5  # statistics, plan, steps, validations and saves all inside
-    _, info = load_model(out)
+    info = Model.read(out)
+    info.network()  # the weights load
     training = info.extra["training"]
     assert training["stop_reason"].startswith("time budget spent") and isinstance(training["under_trained"], bool)
     assert info.extra["plan"]["patch_size"] == 16 and "batch_size" in info.extra["plan"]["chosen"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import threading
 import time
 
 import shutil
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,9 +25,11 @@ from tomocare import TomocareError
 from tomocare.cli import main
 from tomocare.io.volume import open_volume
 from tomocare.nn.unet import UNet
-from tomocare.predict.engine import DONE_FILE, predict, setup_prediction
-from tomocare.predict.tiles import predict_whole
-from tomocare.train.model_file import load_model, save_model
+from tomocare.config import PredictSettings
+from tomocare.model import Model, save_model
+from tomocare.testing import RecordingOperator
+from tomocare.predict.engine import DONE_FILE, plan_run, run_blocks
+from tomocare.predict.network import NetworkOperator
 
 SHAPE = (40, 72, 80)
 
@@ -57,23 +62,31 @@ def halves(tmp_path_factory):
     return even, odd
 
 
+def _plan(model_dir, inputs, out, *, free_memory=None, **settings):
+    """The network of ``model_dir`` planned over ``inputs`` with ``PredictSettings(**settings)``."""
+    settings = PredictSettings(**settings)
+    operator = NetworkOperator.from_settings(Model.read(model_dir), settings)
+    return plan_run(operator, inputs, out, settings, free_memory=free_memory)
+
+
 def _reference(model_dir, even, odd, precision="auto"):
     """Whole-volume prediction, at the engine's default precision (bf16 on CPUs that have it)."""
-    net, info = load_model(model_dir)
     vols = [np.asarray(open_volume(p).array[...]) for p in (even, odd)]
-    return predict_whole(net, vols, halo=info.halo, factor=info.downsampling_factor, mean=info.mean, std=info.std,
-                         precision=precision)
+    return Model.read(model_dir).predict_whole(vols, precision=precision)
 
 
 def test_distributed_prediction_equals_whole_volume(tmp_path, client, model_dir, halves):
-    setup = setup_prediction(model_dir, list(halves), tmp_path / "out.zarr", chunks=32)
+    setup = _plan(model_dir, list(halves), tmp_path / "out.zarr", chunks=32)
     assert setup.plan.n_blocks == 2 * 3 * 3
-    stats = predict(setup, client)
-    out = np.asarray(zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"][:])
+    stats = run_blocks(setup, client)
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    assert group.attrs["tomocare"]["operator"] == setup.operator.describe()  # the model, precision, orientations
+    assert group.attrs["tomocare"]["operator"]["model"] == str(model_dir)
+    out = np.asarray(group["0"][:])
     ref = _reference(model_dir, *halves)
     assert np.abs(out - ref).max() <= 1e-5
     fp32 = tmp_path / "fp32.zarr"
-    predict(setup_prediction(model_dir, list(halves), fp32, chunks=32, precision="fp32"), client)
+    run_blocks(_plan(model_dir, list(halves), fp32, chunks=32, precision="fp32"), client)
     out32 = np.asarray(zarr.open_group(str(fp32), mode="r")["0"][:])
     assert np.abs(out32 - _reference(model_dir, *halves, precision="fp32")).max() <= 1e-5
     shutil.rmtree(fp32)
@@ -89,6 +102,9 @@ def test_cli_predict_dry_run_and_bad_block(tmp_path, model_dir, halves, capsys):
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert '"computed_to_output_ratio"' in out and '"blocks": 1' in out
+    described = json.loads(out)  # one JSON object: the operator, then the plan
+    assert described["operator"] == {"model": str(model_dir), "precision": "auto", "orientations": 1,
+                                     "halo": Model.read(model_dir).halo}
     assert main([*args, "--chunks", "30"]) == 2
     assert "nearest valid sizes: 28 or 32" in capsys.readouterr().err
     assert not (tmp_path / "o.zarr").exists()
@@ -97,22 +113,22 @@ def test_cli_predict_dry_run_and_bad_block(tmp_path, model_dir, halves, capsys):
 def test_mismatched_halves_refused(tmp_path, model_dir, halves):
     small = write_test_mrc(tmp_path / "small.mrc", np.zeros((8, 8, 8), np.float32), voxel_size=(10.0,) * 3)
     with pytest.raises(TomocareError, match="shape .* differs"):
-        setup_prediction(model_dir, [halves[0], small], tmp_path / "o.zarr")
+        _plan(model_dir, [halves[0], small], tmp_path / "o.zarr")
 
 
 def test_orientations_bounded_and_part_of_the_resume_fingerprint(tmp_path, model_dir, halves):
     with pytest.raises(TomocareError, match="at most 4 per input"):
-        setup_prediction(model_dir, list(halves), tmp_path / "o.zarr", orientations=5)
-    one, two = (setup_prediction(model_dir, list(halves), tmp_path / "o.zarr", orientations=n) for n in (1, 2))
+        _plan(model_dir, list(halves), tmp_path / "o.zarr", orientations=5)
+    one, two = (_plan(model_dir, list(halves), tmp_path / "o.zarr", orientations=n) for n in (1, 2))
     assert one.fingerprint() != two.fingerprint()  # a rerun with another setting recomputes
 
 
 def test_voxel_size_mismatch_warns_or_errors(tmp_path, model_dir):
     vol = write_test_mrc(tmp_path / "v.mrc", np.zeros((8, 8, 8), np.float32), voxel_size=(13.0,) * 3)
     with pytest.warns(UserWarning, match=r"differs from the model.s training data \(10 Å\) by 30%"):
-        setup_prediction(model_dir, [vol], tmp_path / "o.zarr")
+        _plan(model_dir, [vol], tmp_path / "o.zarr")
     with pytest.raises(TomocareError, match="30%"):
-        setup_prediction(model_dir, [vol], tmp_path / "o.zarr", strict=True)
+        _plan(model_dir, [vol], tmp_path / "o.zarr", strict=True)
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, small_model, halves, client):
@@ -132,17 +148,10 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, small_model, halv
     assert 30 <= finished_before < 5 * 9 * 10, finished_before
     assert not out.exists()
 
-    setup = setup_prediction(model_dir, [even, odd], out, chunks=8)
-    calls = []
-    from tomocare.predict import engine
-
-    original = engine._submit
-    engine._submit = lambda c, job, index: calls.append(index) or original(c, job, index)
-    try:
-        predict(setup, client)
-    finally:
-        engine._submit = original
-    assert len(calls) == setup.plan.n_blocks - finished_before
+    setup = _plan(model_dir, [even, odd], out, chunks=8)
+    recording = RecordingOperator(setup.operator, str(tmp_path / "computed.log"))  # same identity: it resumes
+    run_blocks(replace(setup, operator=recording), client)
+    assert recording.calls() == setup.plan.n_blocks - finished_before
     result = np.asarray(zarr.open_group(str(out), mode="r")["0"][:])
     assert np.abs(result - _reference(model_dir, even, odd)).max() <= 1e-5
 
@@ -150,7 +159,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, small_model, halv
 def test_killed_worker_does_not_stop_the_run(tmp_path, small_model, halves):
     model_dir = small_model
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, Client(cluster) as c:
-        setup = setup_prediction(model_dir, list(halves), tmp_path / "k.zarr", chunks=8)
+        setup = _plan(model_dir, list(halves), tmp_path / "k.zarr", chunks=8)
         done = tmp_path / ".k.zarr.partial" / DONE_FILE
         pids = list(c.run(os.getpid).values())
 
@@ -161,19 +170,23 @@ def test_killed_worker_does_not_stop_the_run(tmp_path, small_model, halves):
 
         killer = threading.Thread(target=kill_one, daemon=True)
         killer.start()
-        predict(setup, c)
+        run_blocks(setup, c)
         killer.join(timeout=5)
         assert pids[0] not in c.run(os.getpid).values()  # the worker really died (and was replaced)
     result = np.asarray(zarr.open_group(str(tmp_path / "k.zarr"), mode="r")["0"][:])
     assert np.abs(result - _reference(model_dir, *halves)).max() <= 1e-5
 
 
-def test_baseline_on_the_engine_equals_whole_volume_filter(tmp_path, client, halves):
+def test_baseline_on_the_engine_equals_whole_volume_filter(tmp_path, client, halves, capsys):
     from scipy import ndimage
 
     even, odd = halves
     out = tmp_path / "gauss.zarr"
+    capsys.readouterr()
     assert main(["baseline", "gaussian", str(even), str(out), "--odd", str(odd), "--param", "sigma=1.5", "--chunks", "32"]) == 0
+    assert capsys.readouterr().out.startswith(f"{out}: gaussian {{'sigma': 1.5}}, 18 blocks, mean ")
+    operator = zarr.open_group(str(out), mode="r").attrs["tomocare"]["operator"]
+    assert operator == {"method": "gaussian", "params": {"sigma": 1.5}, "halo": 6}
     average = (np.asarray(open_volume(even).array[...]) + np.asarray(open_volume(odd).array[...])) / 2
     ref = ndimage.gaussian_filter(average, 1.5, mode="mirror", truncate=4.0)
     assert np.abs(np.asarray(open_volume(out).array[...]) - ref).max() <= 1e-5
@@ -186,21 +199,22 @@ def test_2d_network_on_an_image_stack(tmp_path, client):
     model = save_model(tmp_path / "m2d", net, mean=0.0, std=1.0, voxel_size=10.0, patch_size=32, trained_on=["test"]) or tmp_path / "m2d"
     stack = np.random.default_rng(1).normal(size=(5, 70, 66)).astype(np.float32)
     src = write_test_mrc(tmp_path / "stack.mrc", stack, voxel_size=(10.0,) * 3)
-    setup = setup_prediction(model, [src], tmp_path / "s.zarr", chunks=32)
+    setup = _plan(model, [src], tmp_path / "s.zarr", chunks=32)
     assert setup.plan.halo[0] == 0 and setup.plan.factor[0] == 1
-    predict(setup, client)
+    run_blocks(setup, client)
     out = np.asarray(open_volume(tmp_path / "s.zarr").array[...])
-    net, info = load_model(model)
-    ref = np.stack([predict_whole(net, img, halo=info.halo, factor=info.downsampling_factor, precision="auto") for img in stack])
+    info = Model.read(model)
+    net = info.network()
+    ref = np.stack([info.predict_whole(img, net=net, precision="auto") for img in stack])
     assert np.abs(out - ref).max() <= 1e-5
 
 
 def test_block_grows_to_fill_the_gpu_memory_given(model_dir, halves):
     even, odd = halves
-    small = setup_prediction(model_dir, [even, odd], "o.zarr", chunks=16)
+    small = _plan(model_dir, [even, odd], "o.zarr", chunks=16)
     assert small.plan.block == (16, 16, 16)
-    roomy = setup_prediction(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=2 * 3 * small.memory_per_task)
+    roomy = _plan(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=2 * 3 * small.memory_per_task)
     assert roomy.plan.block[0] > 16 and roomy.memory_per_task <= 3 * small.memory_per_task
     assert all(b % 16 == 0 or b >= n for b, n in zip(roomy.plan.block, SHAPE))
-    huge = setup_prediction(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=10**15)
+    huge = _plan(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=10**15)
     assert huge.plan.n_blocks == 1

@@ -11,8 +11,8 @@ import torch
 
 from helpers import write_test_mrc
 from tomocare.cli import main
+from tomocare.model import save_model
 from tomocare.nn import UNet
-from tomocare.train.model_file import save_model
 
 starfile = pytest.importorskip("starfile")
 

@@ -14,8 +14,8 @@ from helpers import write_test_mrc
 from tomocare.cli import main
 from tomocare.io.atomic import output_lock
 from tomocare.io.convert import convert_to_zarr
+from tomocare.model import save_model
 from tomocare.nn import UNet
-from tomocare.train.model_file import save_model
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import zarr
 from scipy import ndimage
 
 from tomocare.errors import TomocareError
-from tomocare.train import TrainConfig, load_model, train
+from tomocare.model import Model
+from tomocare.train import TrainConfig, train
 from tomocare.train.sampler import (
     Augment,
     CoarseMask,
@@ -215,7 +216,7 @@ def test_train_refuses_bad_input_before_writing(client, pair, tmp_path):
     (tmp_path / "aborted").mkdir()
     (tmp_path / "aborted" / "train_config.json").write_text("{}")  # stopped before its first checkpoint
     train([pair], tmp_path / "aborted", config=_config(max_steps=1, n_conv=1), client=client, mean=10.0, std=3.6)
-    assert load_model(tmp_path / "aborted")[0].config()["n_conv"] == 1  # [train] n_conv reaches the network
+    assert Model.read(tmp_path / "aborted").network().config.n_conv == 1  # [train] n_conv reaches the network
     with pytest.raises(ValueError, match="multiple of 2\\*\\*depth"):
         _config(patch_size=18)
 
@@ -231,12 +232,13 @@ def test_training_loss_falls_and_outputs_are_written(client, pair, tmp_path):
     assert min(h["val_loss"] for h in history) < 0.95 * history[0]["val_loss"]
     for name in ("history.csv", "loss.png", "checkpoint.pt", "train_config.json", "model.json"):
         assert (out / name).is_file()
-    net, info = load_model(out)
+    info = Model.read(out)
+    net = info.network()
     assert (info.patch_size, info.voxel_size, info.halo) == (16, 10.0, net.halo)
     assert info.mean == pytest.approx(10.0, abs=0.3) and info.std == pytest.approx(3.6, rel=0.1)
     assert info.extra["training"]["best_val_loss"] == min(h["val_loss"] for h in history)
     assert info.extra["training"]["best_epoch"] == 1 + int(np.argmin([h["val_loss"] for h in history]))  # the best, kept
-    assert info.trained_on == [str(tmp_path / "even.zarr"), str(tmp_path / "odd.zarr")]
+    assert info.trained_on == (str(tmp_path / "even.zarr"), str(tmp_path / "odd.zarr"))
 
 
 def test_resume_continues_from_the_checkpoint(client, pair, tmp_path):
@@ -263,7 +265,8 @@ def test_plateau_reduces_lr_then_stops_early(client, pair, tmp_path):
     out = train([pair], tmp_path / "m", config=config, client=client, mean=10.0, std=3.6)
     history = json.loads((out / "history.json").read_text())
     assert [h["lr"] for h in history] == [1e-7, 1e-7, 5e-8]
-    _, info = load_model(out)
+    info = Model.read(out)
+    info.network()  # the weights load
     training = info.extra["training"]
     assert training["best_epoch"] == 1 and training["stop_reason"].startswith("converged")  # the first is the best
 
@@ -272,4 +275,4 @@ def test_time_limit_stops_cleanly_and_saves(client, pair, tmp_path):
     out = train([pair], tmp_path / "m", config=_config(time_limit=1e-3), client=client, mean=10.0, std=3.6)
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and history[0]["step"] == 1
-    load_model(out)
+    Model.read(out).network()

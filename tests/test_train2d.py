@@ -16,11 +16,11 @@ from tomocare.cli import main
 
 from tomocare.errors import TomocareError
 from tomocare.evaluate.metrics import psnr
-from tomocare.predict.tiles import predict_whole
+from tomocare.model import Model
 from tomocare.simulate.tiltseries import poisson_noise, simulate_tilt_series
 from tomocare.tilt.pairs import adjacent_tilt_pairs
 from tomocare.tilt.split import frame_sums
-from tomocare.train import TrainConfig, load_model, train
+from tomocare.train import TrainConfig, train
 from tomocare.train.sampler import check_pairs, extract_batch, plan_patches
 
 
@@ -48,7 +48,7 @@ def test_2d_patches_are_single_images():
 @torch.inference_mode()
 def denoise_image(net, info, image: np.ndarray) -> np.ndarray:
     """The 2-D network on a whole image: reflect-padded by the halo up to the pooling grid, cropped."""
-    h, f = info.halo, info.downsampling_factor
+    h, f = info.halo, info.factor
     pads = [(h, h + (-(n + 2 * h)) % f) for n in image.shape]
     x = torch.from_numpy(np.pad((image - info.mean) / info.std, pads, mode="reflect").astype(np.float32))
     y = net(x[None, None])[0, 0].numpy() * info.std + info.mean
@@ -78,8 +78,9 @@ def test_short_2d_training_denoises(tmp_path, client):
     val = [h["val_loss"] for h in (history if isinstance(history, list) else history["epochs"])]
     assert min(val[1:]) < val[0]
 
-    net, info = load_model(out)
-    assert net.ndim == 2
+    info = Model.read(out)
+    net = info.network()
+    assert net.ndim == 2 and info.ndim == 2
     denoised = np.stack([
         (denoise_image(net, info, a[i]) + denoise_image(net, info, b[i])) / 2
         for i in range(len(a))
@@ -115,9 +116,7 @@ def test_cli_2d_model_on_single_images_and_adjacent_tilts(tmp_path, client, caps
     with mrcfile.open(tmp_path / "den.mrc") as m:
         restored, voxel = m.data.copy(), float(m.voxel_size.x)
     assert restored.shape == a.shape[1:] and voxel == pytest.approx(10.0)
-    net, info = load_model(tmp_path / "m2")
-    expected = predict_whole(net, (a[:1], b[:1]), halo=info.halo, factor=info.downsampling_factor, mean=info.mean,
-                             std=info.std, precision="auto")[0]
+    expected = Model.read(tmp_path / "m2").predict_whole((a[:1], b[:1]), precision="auto")[0]
     assert np.abs(restored - expected).max() <= 1e-5 * float(np.abs(expected).max())
 
     assert main(["train", "--tilt-series", str(stack), "-o", str(tmp_path / "mt"), *common]) == 0

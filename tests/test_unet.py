@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tomocare.nn import UNet
+from tomocare.nn import UNet, UNetConfig
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +40,40 @@ def test_rejects_unaligned_input():
 
 def test_config_round_trip():
     net = UNet(depth=3, base_channels=8, residual=False, upsample="linear")
-    config = json.loads(json.dumps(net.config()))
+    assert isinstance(net.config, UNetConfig)
+    config = json.loads(json.dumps(net.config.model_dump()))
     twin = UNet(**config)
-    assert twin.config() == net.config()
+    assert twin.config == net.config
     twin.load_state_dict(net.state_dict())  # same parameter names and shapes
+    again = UNet(UNetConfig.model_validate(config))  # the typed config, as model.json is read
+    assert again.config == net.config
+    again.load_state_dict(net.state_dict())
+    assert UNet(net.config).config is net.config
+
+
+def test_default_is_not_residual_as_training():
+    from tomocare.train import TrainConfig
+
+    assert UNet().config.residual is False and UNetConfig().residual is False
+    assert UNet().config == TrainConfig().network()  # the defaults of the network and of training agree
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ndim": 4}, "ndim"),
+        ({"depth": 0}, "depth"),
+        ({"kernel_size": 4}, "kernel_size must be odd"),
+        ({"upsample": "cubic"}, "upsample"),
+        ({"residual": True, "out_channels": 2}, "as many input as output channels"),
+        ({"layers": 3}, "layers"),
+    ],
+)
+def test_bad_architectures_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        UNet(**fields)
+    with pytest.raises(TypeError):
+        UNet(UNetConfig(), depth=3)  # a config or its fields, not both
 
 
 def test_halo_arithmetic():

@@ -73,8 +73,8 @@ class Model:
         except TomocareError:
             raise
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise TomocareError(f"{path}: architecture: {problems}") from None
+            problems = "; ".join(".".join(["architecture", *map(str, e["loc"])]) + f": {e['msg']}" for e in err.errors())
+            raise TomocareError(f"{path}: {problems}") from None
         except Exception as err:  # a missing key, a value of the wrong type
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TomocareError(f"{directory}: incompatible or corrupt model ({type(err).__name__}: {message})") from None

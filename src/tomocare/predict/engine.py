@@ -94,7 +94,7 @@ class BlockRun:
         """What the output depends on: operator, inputs (path and identity on disk), plan, layout.
         An input replaced between an interrupted run and its rerun changes it: the rerun starts afresh."""
         blob = json.dumps(
-            [self.operator.key(), [[str(v.path.resolve()), input_identity(v.path)] for v in self.inputs],
+            [self.operator.identity(), [[str(v.path.resolve()), input_identity(v.path)] for v in self.inputs],
              self.plan.describe(), list(self.chunks), self.dtype],
             sort_keys=True,
         )

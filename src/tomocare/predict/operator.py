@@ -94,7 +94,7 @@ class BlockOperator(ABC):
         of one block's tiles ``(n_sources, *tile) -> tile``; run once per worker, not per block."""
 
     def key(self) -> str:
-        """The identity as one string (sorted JSON)."""
+        """What a worker keeps the opened operator under (``opened``): the identity as one string."""
         return json.dumps(self.identity(), sort_keys=True)
 
 
