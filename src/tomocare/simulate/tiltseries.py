@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 
 from tomocare.errors import TomocareError
+from tomocare.io.atomic import check_output
 from tomocare.io.mrc import write_mrc
 from tomocare.simulate.tomogram import simulate_tomogram
 from tomocare.tilt.angles import dose_symmetric_ranks, tilt_range_angles, write_order, write_tlt
@@ -175,7 +176,8 @@ def simulate_movie(
 
 def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Path]:
     """Write PREFIX.mrc (noisy), PREFIX_clean.mrc, PREFIX_projections.mrc, PREFIX_phantom.mrc,
-    PREFIX_wedge.mrc (phantom after the missing wedge), PREFIX.tlt and PREFIX_order.csv."""
+    PREFIX_wedge.mrc (phantom after the missing wedge), PREFIX.tlt and PREFIX_order.csv. Existing
+    files are refused (all checked before anything is written) unless ``overwrite``."""
     prefix = Path(prefix)
     paths = {
         "noisy": prefix.with_name(prefix.name + ".mrc"),
@@ -183,11 +185,13 @@ def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *, ov
         "projections": prefix.with_name(prefix.name + "_projections.mrc"),
         "phantom": prefix.with_name(prefix.name + "_phantom.mrc"),
         "wedge_clean": prefix.with_name(prefix.name + "_wedge.mrc"),
+        "angles": prefix.with_name(prefix.name + ".tlt"),
+        "order": prefix.with_name(prefix.name + "_order.csv"),
     }
-    for kind, path in paths.items():
-        write_mrc(getattr(sim, kind), path, voxel_size=sim.voxel_size, overwrite=overwrite)
-    paths["angles"] = prefix.with_name(prefix.name + ".tlt")
-    paths["order"] = prefix.with_name(prefix.name + "_order.csv")
+    for path in paths.values():
+        check_output(path, overwrite=overwrite)
+    for kind in ("noisy", "clean", "projections", "phantom", "wedge_clean"):
+        write_mrc(getattr(sim, kind), paths[kind], voxel_size=sim.voxel_size, overwrite=overwrite)
     write_tlt(paths["angles"], sim.angles)
     write_order(paths["order"], sim.angles, sim.ranks)
     return paths
