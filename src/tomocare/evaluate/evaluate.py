@@ -18,6 +18,7 @@ from tomocare.evaluate.fsc import FSC, fsc, fsc_subvolumes, write_fsc_csv
 from tomocare.evaluate.plots import fsc_figure, pr_figure
 from tomocare.evaluate.reference import compare_to_reference
 from tomocare.evaluate.snr import estimate_snr, read_boxes
+from tomocare.io.atomic import check_output_dir, write_atomic
 from tomocare.io.volume import Volume, open_volume, reading
 
 MEMORY_LIMIT = 2**30  # bytes of working memory for steps that need a whole volume
@@ -64,8 +65,7 @@ def evaluate(
     for other in [*list(volumes.values())[1:], *([ref] if ref is not None else [])]:
         _check_same_grid(first, other)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TomocareError(f"{out}: not a directory")
+    check_output_dir(out)
     box_pairs = read_boxes(boxes) if boxes is not None else None
     particle_table = read_particles(particles) if particles is not None else None
     n_voxels = math.prod(first.shape)
@@ -121,9 +121,7 @@ def evaluate(
 
         files.append("metrics.json")
         result["files"] = [str(out / f) for f in files]
-        tmp = out / ".metrics.json.partial"
-        tmp.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
-        os.replace(tmp, out / "metrics.json")
+        write_atomic(out / "metrics.json", json.dumps(_jsonable(result), indent=2) + "\n")
         return result
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomocare.io.atomic import write_atomic
+
 THRESHOLDS = (0.5, 0.143)
 
 
@@ -125,11 +127,11 @@ def write_fsc_csv(curves: dict[str, FSC], path: str | os.PathLike) -> None:
     """One row per shell: frequency (1/Å), resolution (Å), then each curve and the 3σ band."""
     names = list(curves)
     first = curves[names[0]]
-    with open(path, "w") as f:
-        f.write("frequency_per_A,resolution_A," + ",".join(f"fsc_{n}" for n in names)
-                + "," + ",".join(f"noise3sigma_{n}" for n in names) + "\n")
-        for i, fr in enumerate(first.frequency):
-            cells = [f"{fr:.6g}", f"{1 / fr:.4g}"]
-            cells += [f"{curves[n].correlation[i]:.6f}" for n in names]
-            cells += [f"{curves[n].noise_band()[i]:.6f}" for n in names]
-            f.write(",".join(cells) + "\n")
+    lines = ["frequency_per_A,resolution_A," + ",".join(f"fsc_{n}" for n in names)
+             + "," + ",".join(f"noise3sigma_{n}" for n in names)]
+    for i, fr in enumerate(first.frequency):
+        cells = [f"{fr:.6g}", f"{1 / fr:.4g}"]
+        cells += [f"{curves[n].correlation[i]:.6f}" for n in names]
+        cells += [f"{curves[n].noise_band()[i]:.6f}" for n in names]
+        lines.append(",".join(cells))
+    write_atomic(path, "".join(line + "\n" for line in lines))

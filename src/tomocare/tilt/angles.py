@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tomocare.errors import TomocareError
+from tomocare.io.atomic import write_atomic
 
 
 def read_tlt(path: str | os.PathLike) -> np.ndarray:
@@ -40,7 +41,7 @@ def read_tlt(path: str | os.PathLike) -> np.ndarray:
 
 def write_tlt(path: str | os.PathLike, angles: np.ndarray) -> None:
     """Write angles in degrees, one per line (IMOD ``.tlt``)."""
-    Path(path).write_text("".join(f"{a:.2f}\n" for a in np.asarray(angles, dtype=float)))
+    write_atomic(path, "".join(f"{a:.2f}\n" for a in np.asarray(angles, dtype=float)))
 
 
 def tilt_range_angles(max_angle: float = 60.0, step: float = 3.0) -> np.ndarray:
@@ -74,7 +75,7 @@ def dose_symmetric_ranks(angles: np.ndarray, group: int = 2) -> np.ndarray:
 def write_order(path: str | os.PathLike, angles: np.ndarray, ranks: np.ndarray) -> None:
     """Write an order list: lines ``rank,angle`` in acquisition order, rank from 1."""
     rows = sorted(zip(np.asarray(ranks).tolist(), np.asarray(angles, dtype=float).tolist()))
-    Path(path).write_text("".join(f"{r + 1},{a:.2f}\n" for r, a in rows))
+    write_atomic(path, "".join(f"{r + 1},{a:.2f}\n" for r, a in rows))
 
 
 def read_order(path: str | os.PathLike, angles: np.ndarray) -> np.ndarray:
