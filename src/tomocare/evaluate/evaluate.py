@@ -14,7 +14,7 @@ import numpy as np
 
 from tomocare.errors import TomocareError
 from tomocare.evaluate.detection import DEFAULT_POLARITY, POLARITIES, detection_curve, read_particles
-from tomocare.evaluate.fsc import FSC, fsc, fsc_subvolumes, write_fsc_csv
+from tomocare.evaluate.fsc import FSC, fsc, fsc_subvolumes, resolution_text, write_fsc_csv
 from tomocare.evaluate.plots import fsc_figure, pr_figure
 from tomocare.evaluate.reference import compare_to_reference
 from tomocare.evaluate.snr import estimate_snr, read_boxes
@@ -184,12 +184,11 @@ def summary_lines(result: dict) -> list[str]:
     """A short human-readable table of the results."""
     lines = []
     names = {k: Path(v).name for k, v in result["inputs"].items()}
-    fmt_res = lambda r: f"{r:.1f} Å" if r else "Nyquist"  # noqa: E731
     if "fsc" in result:
         f = result["fsc"]
         res = f["resolution_A"]
-        lines.append(f"FSC {names['A']} vs {names['B']} ({f['method']}): 0.5 at {fmt_res(res['0.5'])}, "
-                     f"0.143 at {fmt_res(res['0.143'])}")
+        lines.append(f"FSC {names['A']} vs {names['B']} ({f['method']}): 0.5 at {resolution_text(res['0.5'])}, "
+                     f"0.143 at {resolution_text(res['0.143'])}")
     for key, m in result.get("reference", {}).items():
         w, p = m["whole"], m["percentiles_over_subvolumes"]
         lines.append(f"{names[key]} vs {names['reference']}: PSNR {w['psnr_db']:.2f} dB, SSIM {w['ssim']:.3f}, "

@@ -43,6 +43,12 @@ class FSC:
         return n_sigma / np.sqrt(np.maximum(self.n_voxels, 1))
 
 
+def resolution_text(resolution: float | None, spec: str = ".1f", unit: str = " Å") -> str:
+    """A crossing as text, ``12.3 Å``; ``Nyquist`` where there is none (None: the curve stays
+    above the threshold up to Nyquist). Tables pass ``spec=".2f", unit=""``."""
+    return f"{resolution:{spec}}{unit}" if resolution else "Nyquist"
+
+
 TAPER = 8  # voxels of the soft box edge applied before every FSC
 
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from tomocare.evaluate.fsc import FSC, THRESHOLDS  # noqa: E402
+from tomocare.evaluate.fsc import FSC, THRESHOLDS, resolution_text  # noqa: E402
 
 
 def fsc_figure(curves: dict[str, FSC], path: Path, title: str) -> Path:
@@ -19,7 +19,7 @@ def fsc_figure(curves: dict[str, FSC], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in curves.items():
         res = curve.resolutions()
-        text = ", ".join(f"{t}: {r:.1f} Å" if r else f"{t}: Nyquist" for t, r in res.items())
+        text = ", ".join(f"{t}: {resolution_text(r)}" for t, r in res.items())
         label = f"{name} ({text})" + ("" if curve.n_subvolumes == 1 else f"\n[{curve.method}]")
         (line,) = ax.plot(curve.frequency, curve.correlation, label=label)
         ax.plot(curve.frequency, curve.noise_band(), color=line.get_color(), linestyle=":", linewidth=0.8)

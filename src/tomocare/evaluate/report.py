@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tomocare.evaluate.html_report import summary_cell, write_html_report  # noqa: E402
 from tomocare.io.atomic import write_atomic  # noqa: E402
 
 
@@ -52,19 +53,12 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, 
 
 def write_summary(rows: list[dict], report_dir: Path, settings: dict | None = None) -> None:
     """summary.json, summary.md and the one-page index.html (``html_report``): one row per tomogram."""
-    from tomocare.evaluate.html_report import write_html_report
-
     write_atomic(report_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
     columns = [c for c in ("name", "status", "fsc143_raw_A", "psnr_raw_db", "psnr_denoised_db", "stop_reason", "output")
                if any(c in r for r in rows)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c, "")
-            if v is None and c.startswith("fsc143"):
-                v = "Nyquist"  # the curve stays above 0.143 up to Nyquist
-            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+        cells = [summary_cell(c, r.get(c, "")) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "", "fsc143_raw_A: the resolution estimate, FSC 0.143 of the raw even and odd halves (central sub-volume).",
