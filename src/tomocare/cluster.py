@@ -73,6 +73,14 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity and cgroup quota (a batch job's or a
+    container's share of the machine), as dask counts them."""
+    from dask.system import cpu_count
+
+    return cpu_count()
+
+
 def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory_limit: str):
     gpus = gpu_count()
     if gpus:
@@ -92,7 +100,7 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
                 dashboard_address="127.0.0.1:0",
                 silence_logs=logging.CRITICAL,
             )
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     threads = threads_per_worker or 1
     workers = n_workers or max(1, cores // threads)
     return LocalCluster(
