@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from tomocare.io.atomic import write_atomic
@@ -26,7 +27,7 @@ class _Bar:
     :meth:`show` updates the bar, or says when a line is due and the rate since the start."""
 
     def __init__(self, description: str, total: int, start: int, enabled: bool, interval: float | None = None,
-                 **fields: str):
+                 **fields: Any):
         self.start = start
         self.interval = LOG_INTERVAL if interval is None else interval
         self._last = self._t0 = time.monotonic()
@@ -48,7 +49,7 @@ class _Bar:
         if self._rich is not None:
             self._rich.stop()
 
-    def show(self, count: int, *, force: bool = False, **fields: str) -> float | None:
+    def show(self, count: int, *, force: bool = False, **fields: Any) -> float | None:
         """Move the bar to ``count``; without a bar, the units per second since the start when a
         log line is due (``force``, or ``interval`` seconds since the last), else None."""
         if self._rich is not None:
