@@ -147,7 +147,7 @@ def _fsc(a: Volume, b: Volume, voxel_size: float, n_voxels: int, memory_limit: i
                                     "the FSC needs finite volumes")
             if array.min() == array.max():
                 raise TomocareError(f"{volume.path}: a constant volume (every voxel is {array.flat[0]:g}); no FSC")
-        return fsc(*whole, voxel_size)
+        return fsc(whole[0], whole[1], voxel_size)
     curve = fsc_subvolumes(a.array, b.array, voxel_size, size=size, count=count)
     if not np.isfinite(curve.correlation).all() or not curve.correlation.any():
         raise TomocareError(f"{a.path}, {b.path}: NaN, infinite or constant sub-volumes; no FSC")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,8 @@ class Stats:
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
-        return cls(**{k: float("nan") if d[k] is None else d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")})
+        values: dict[str, Any] = {k: float("nan") if d[k] is None else d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")}
+        return cls(**values)
 
 
 def normalisation(volumes: Iterable) -> tuple[float, float] | None:

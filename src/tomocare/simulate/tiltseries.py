@@ -91,7 +91,7 @@ def counts(projections: da.Array, dose: float | np.ndarray, voxel_size: float, m
 
 def poisson_noise(expected: da.Array, seed: int, stream: int = _TILTS) -> da.Array:
     """Independent Poisson draws per element, reproducible per block from (seed, stream, block)."""
-    return expected.map_blocks(_poisson, seed, stream, dtype=np.float32)
+    return da.map_blocks(_poisson, expected, seed, stream, dtype=np.float32)
 
 
 def simulate_tilt_series(
@@ -121,6 +121,7 @@ def simulate_tilt_series(
     nz, ny, nx = shape
     tomo = simulate_tomogram(shape, seed=seed, tilt_range=float(np.max(np.abs(angles))), voxel_size=voxel_size,
                              chunks=(nz, min(y_chunk, ny), nx))
+    assert tomo.phantom is not None  # simulate_tomogram always returns the phantom
     phantom = tomo.phantom.rechunk((nz, y_chunk, nx))
     projections = phantom.map_blocks(project_slab, angles, chunks=((len(angles),), phantom.chunks[1], (nx,)),
                                      dtype=np.float32)

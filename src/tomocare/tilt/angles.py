@@ -22,18 +22,18 @@ def read_tlt(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise TomocareError(f"{path}: no such angles file")
-    angles = []
+    values: list[float] = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         text = line.strip()
         if not text:
             continue
         try:
-            angles.append(float(text.split()[0]))
+            values.append(float(text.split()[0]))
         except ValueError:
             raise TomocareError(f"{path}: line {number} is not an angle in degrees: {text[:40]!r}") from None
-    if not angles:
+    if not values:
         raise TomocareError(f"{path}: no angles")
-    angles = np.asarray(angles, dtype=np.float64)
+    angles = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(angles)) or np.any(np.abs(angles) >= 90):
         raise TomocareError(f"{path}: angles must be finite and within (-90, 90) degrees")
     return angles
