@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from tomocare.evaluate.fsc import FSC, THRESHOLDS, resolution_text  # noqa: E402
+from tomocare.io.atomic import atomic_path  # noqa: E402
 
 
 def fsc_figure(curves: dict[str, FSC], path: Path, title: str) -> Path:
@@ -57,6 +58,15 @@ def _finish(fig, ax, path: Path, title: str, legend_size: int) -> Path:
     ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return save_figure(fig, path, dpi=90)
+
+
+def save_figure(fig, path: Path, dpi: int) -> Path:
+    """Save ``fig`` to ``path`` in the format its suffix names (replaced in one step: a picture
+    appears whole or not at all) and free it."""
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix[1:] or None)
+    finally:
+        plt.close(fig)
     return path

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tomocare.evaluate.html_report import summary_cell, write_html_report  # noqa: E402
+from tomocare.evaluate.plots import save_figure  # noqa: E402
 from tomocare.io.atomic import write_atomic  # noqa: E402
 
 
@@ -46,9 +47,7 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, 
             axrow[0].text(x0, y0 - 0.03 * ny, f"{bar:g} Å", color="yellow", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def write_summary(rows: list[dict], report_dir: Path, settings: dict | None = None) -> None:
