@@ -183,6 +183,15 @@ def test_local_cluster_choice(monkeypatch):
 
 
 
+def test_local_cluster_has_a_worker_per_core_this_process_may_use(monkeypatch):
+    """One worker per core of the process's share (affinity, cgroup quota), not of the whole machine."""
+    assert 1 <= cluster.usable_cores() <= len(os.sched_getaffinity(0))
+    monkeypatch.setattr(cluster, "LocalCluster", _Recorder)
+    monkeypatch.setattr(cluster, "gpu_count", lambda: 0)
+    monkeypatch.setattr(cluster, "usable_cores", lambda: 3)
+    assert cluster._local_cluster(None, None, "auto").kwargs["n_workers"] == 3
+
+
 def test_local_cluster_listens_on_loopback_only():
     """The scheduler, the workers and the dashboard of the default local cluster bind 127.0.0.1."""
     with cluster._local_cluster(1, 1, "1GiB") as local:

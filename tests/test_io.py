@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 
 import mrcfile
 import numpy as np
@@ -13,7 +14,7 @@ from helpers import write_test_mrc
 from tomocare import TomocareError, open_tomogram
 from tomocare.io.convert import convert_to_zarr, export_mrc
 from tomocare.io.mrc import open_mrc
-from tomocare.io.stats import Stats, block_stats
+from tomocare.io.stats import Stats, block_stats, normalisation
 from tomocare.io.volume import compute_stats, open_volume
 
 MODES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
@@ -86,6 +87,17 @@ def test_stats_merge_equals_numpy():
     assert stats.mean == pytest.approx(data.astype(np.float64).mean())
     assert stats.std == pytest.approx(data.astype(np.float64).std())
     assert (stats.min, stats.max) == (data.min(), data.max())
+
+
+def test_normalisation_from_stored_stats_merges_exactly():
+    rng = np.random.default_rng(2)
+    parts = [rng.normal(m, s, size=n) for m, s, n in ((1, 2, 500), (4, 1, 300), (-2, 3, 200))]
+    volumes = [SimpleNamespace(stats=Stats.from_rows(block_stats(p)[None])) for p in parts]
+    mean, std = normalisation(volumes)
+    whole = np.concatenate(parts)
+    assert (mean, std) == (pytest.approx(whole.mean()), pytest.approx(whole.std()))
+    assert normalisation([*volumes, SimpleNamespace(stats=None)]) is None  # then computed from the voxels
+    assert normalisation([]) is None
 
 
 def test_mrc_array_is_lazy_and_pickles_small(tmp_path):

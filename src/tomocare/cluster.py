@@ -73,6 +73,14 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity and cgroup quota (a batch job's or a
+    container's share of the machine), as dask counts them."""
+    from dask.system import cpu_count
+
+    return cpu_count()
+
+
 def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory_limit: str):
     gpus = gpu_count()
     if gpus:
@@ -92,7 +100,7 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
                 dashboard_address="127.0.0.1:0",
                 silence_logs=logging.CRITICAL,
             )
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     threads = threads_per_worker or 1
     workers = n_workers or max(1, cores // threads)
     return LocalCluster(
@@ -172,14 +180,15 @@ def tls_security(address: str):
         security = Security()
     except ValueError as err:  # e.g. an unsupported distributed.comm.tls.min-version
         raise TomocareError(f"{address}: dask's TLS settings are not usable ({err})") from None
-    if not (security.tls_ca_file and security.tls_client_cert):
+    tls = security.get_tls_config_for_role("client")
+    if not (tls["ca_file"] and tls["cert"]):
         raise TomocareError(f"{address}: a tls:// scheduler needs the cluster's TLS certificates; set dask's config "
                             f"{settings}; the key may also be appended to the certificate file")
     try:
         security.get_connection_args("client")  # reads the files now
     except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
         values = [v if "\n" not in str(v) else "(PEM text)" for v in
-                  (security.tls_ca_file, security.tls_client_cert, security.tls_client_key)]
+                  (tls["ca_file"], tls["cert"], tls["key"])]
         given = ", ".join(f"{key}={v}" for key, v in zip(TLS_CONFIG, values))
         raise TomocareError(f"{address}: the TLS certificates are not usable ({err}); dask's config has {given}") from None
     return security

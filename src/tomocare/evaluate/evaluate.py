@@ -14,10 +14,11 @@ import numpy as np
 
 from tomocare.errors import TomocareError
 from tomocare.evaluate.detection import DEFAULT_POLARITY, POLARITIES, detection_curve, read_particles
-from tomocare.evaluate.fsc import FSC, fsc, fsc_subvolumes, write_fsc_csv
+from tomocare.evaluate.fsc import FSC, fsc, fsc_subvolumes, resolution_text, write_fsc_csv
 from tomocare.evaluate.plots import fsc_figure, pr_figure
 from tomocare.evaluate.reference import compare_to_reference
 from tomocare.evaluate.snr import estimate_snr, read_boxes
+from tomocare.io.atomic import check_output_dir, write_atomic
 from tomocare.io.volume import Volume, open_volume, reading
 
 MEMORY_LIMIT = 2**30  # bytes of working memory for steps that need a whole volume
@@ -64,8 +65,7 @@ def evaluate(
     for other in [*list(volumes.values())[1:], *([ref] if ref is not None else [])]:
         _check_same_grid(first, other)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TomocareError(f"{out}: not a directory")
+    check_output_dir(out)
     box_pairs = read_boxes(boxes) if boxes is not None else None
     particle_table = read_particles(particles) if particles is not None else None
     n_voxels = math.prod(first.shape)
@@ -121,9 +121,7 @@ def evaluate(
 
         files.append("metrics.json")
         result["files"] = [str(out / f) for f in files]
-        tmp = out / ".metrics.json.partial"
-        tmp.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
-        os.replace(tmp, out / "metrics.json")
+        write_atomic(out / "metrics.json", json.dumps(_jsonable(result), indent=2) + "\n")
         return result
 
 
@@ -149,7 +147,7 @@ def _fsc(a: Volume, b: Volume, voxel_size: float, n_voxels: int, memory_limit: i
                                     "the FSC needs finite volumes")
             if array.min() == array.max():
                 raise TomocareError(f"{volume.path}: a constant volume (every voxel is {array.flat[0]:g}); no FSC")
-        return fsc(*whole, voxel_size)
+        return fsc(whole[0], whole[1], voxel_size)
     curve = fsc_subvolumes(a.array, b.array, voxel_size, size=size, count=count)
     if not np.isfinite(curve.correlation).all() or not curve.correlation.any():
         raise TomocareError(f"{a.path}, {b.path}: NaN, infinite or constant sub-volumes; no FSC")
@@ -186,12 +184,11 @@ def summary_lines(result: dict) -> list[str]:
     """A short human-readable table of the results."""
     lines = []
     names = {k: Path(v).name for k, v in result["inputs"].items()}
-    fmt_res = lambda r: f"{r:.1f} Å" if r else "Nyquist"  # noqa: E731
     if "fsc" in result:
         f = result["fsc"]
         res = f["resolution_A"]
-        lines.append(f"FSC {names['A']} vs {names['B']} ({f['method']}): 0.5 at {fmt_res(res['0.5'])}, "
-                     f"0.143 at {fmt_res(res['0.143'])}")
+        lines.append(f"FSC {names['A']} vs {names['B']} ({f['method']}): 0.5 at {resolution_text(res['0.5'])}, "
+                     f"0.143 at {resolution_text(res['0.143'])}")
     for key, m in result.get("reference", {}).items():
         w, p = m["whole"], m["percentiles_over_subvolumes"]
         lines.append(f"{names[key]} vs {names['reference']}: PSNR {w['psnr_db']:.2f} dB, SSIM {w['ssim']:.3f}, "

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomocare.io.atomic import write_atomic
+
 THRESHOLDS = (0.5, 0.143)
 
 
@@ -39,6 +41,12 @@ class FSC:
     def noise_band(self, n_sigma: float = 3.0) -> np.ndarray:
         """``n_sigma / sqrt(n_voxels)`` per shell: where the FSC of unrelated volumes lies."""
         return n_sigma / np.sqrt(np.maximum(self.n_voxels, 1))
+
+
+def resolution_text(resolution: float | None, spec: str = ".1f", unit: str = " Å") -> str:
+    """A crossing as text, ``12.3 Å``; ``Nyquist`` where there is none (None: the curve stays
+    above the threshold up to Nyquist). Tables pass ``spec=".2f", unit=""``."""
+    return f"{resolution:{spec}}{unit}" if resolution else "Nyquist"
 
 
 TAPER = 8  # voxels of the soft box edge applied before every FSC
@@ -125,11 +133,11 @@ def write_fsc_csv(curves: dict[str, FSC], path: str | os.PathLike) -> None:
     """One row per shell: frequency (1/Å), resolution (Å), then each curve and the 3σ band."""
     names = list(curves)
     first = curves[names[0]]
-    with open(path, "w") as f:
-        f.write("frequency_per_A,resolution_A," + ",".join(f"fsc_{n}" for n in names)
-                + "," + ",".join(f"noise3sigma_{n}" for n in names) + "\n")
-        for i, fr in enumerate(first.frequency):
-            cells = [f"{fr:.6g}", f"{1 / fr:.4g}"]
-            cells += [f"{curves[n].correlation[i]:.6f}" for n in names]
-            cells += [f"{curves[n].noise_band()[i]:.6f}" for n in names]
-            f.write(",".join(cells) + "\n")
+    lines = ["frequency_per_A,resolution_A," + ",".join(f"fsc_{n}" for n in names)
+             + "," + ",".join(f"noise3sigma_{n}" for n in names)]
+    for i, fr in enumerate(first.frequency):
+        cells = [f"{fr:.6g}", f"{1 / fr:.4g}"]
+        cells += [f"{curves[n].correlation[i]:.6f}" for n in names]
+        cells += [f"{curves[n].noise_band()[i]:.6f}" for n in names]
+        lines.append(",".join(cells))
+    write_atomic(path, "".join(line + "\n" for line in lines))

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tomocare.evaluate.fsc import resolution_text
 from tomocare.io.atomic import atomic_path
 
 COLUMNS = {  # summary key -> heading
@@ -31,11 +32,16 @@ th{background:#f3f3f3}img{max-width:100%;height:auto;display:block;margin:.5em 0
 .failed{color:#a00}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:85%}"""
 
 
-def _cell(key: str, value: object) -> str:
+def summary_cell(key: str, value: object) -> str:
+    """A cell of the summary table (here and in summary.md): floats to 2 decimals; no FSC crossing
+    (None) reads ``Nyquist``."""
     if value is None and key.startswith("fsc143"):
-        value = "Nyquist"  # the curve stays above 0.143 up to Nyquist
-    text = f"{value:.2f}" if isinstance(value, float) else "" if value is None else str(value)
-    return html.escape(text)
+        return resolution_text(None)  # the curve stays above 0.143 up to Nyquist
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _cell(key: str, value: object) -> str:
+    return "" if value is None and not key.startswith("fsc143") else html.escape(summary_cell(key, value))
 
 
 def _image(path: Path, alt: str) -> str:

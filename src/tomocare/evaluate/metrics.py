@@ -77,7 +77,8 @@ class Moments:
         x64, r64 = np.asarray(x, np.float64).ravel(), np.asarray(r, np.float64).ravel()
         if x64.size == 0:
             return cls()
-        return cls(x64.size, x64.sum(), r64.sum(), x64 @ x64, r64 @ r64, x64 @ r64, r64.min(), r64.max())
+        return cls(x64.size, x64.sum(), r64.sum(), float(x64 @ x64), float(r64 @ r64), float(x64 @ r64),
+                   r64.min(), r64.max())
 
     def __add__(self, other: Moments) -> Moments:
         return Moments(self.n + other.n, self.sx + other.sx, self.sr + other.sr, self.sxx + other.sxx,

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from tomocare.evaluate.fsc import FSC, THRESHOLDS  # noqa: E402
+from tomocare.evaluate.fsc import FSC, THRESHOLDS, resolution_text  # noqa: E402
+from tomocare.io.atomic import atomic_path  # noqa: E402
 
 
 def fsc_figure(curves: dict[str, FSC], path: Path, title: str) -> Path:
@@ -19,7 +20,7 @@ def fsc_figure(curves: dict[str, FSC], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in curves.items():
         res = curve.resolutions()
-        text = ", ".join(f"{t}: {r:.1f} Å" if r else f"{t}: Nyquist" for t, r in res.items())
+        text = ", ".join(f"{t}: {resolution_text(r)}" for t, r in res.items())
         label = f"{name} ({text})" + ("" if curve.n_subvolumes == 1 else f"\n[{curve.method}]")
         (line,) = ax.plot(curve.frequency, curve.correlation, label=label)
         ax.plot(curve.frequency, curve.noise_band(), color=line.get_color(), linestyle=":", linewidth=0.8)
@@ -57,6 +58,15 @@ def _finish(fig, ax, path: Path, title: str, legend_size: int) -> Path:
     ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return save_figure(fig, path, dpi=90)
+
+
+def save_figure(fig, path: Path, dpi: int) -> Path:
+    """Save ``fig`` to ``path`` in the format its suffix names (replaced in one step: a picture
+    appears whole or not at all) and free it."""
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix[1:] or None)
+    finally:
+        plt.close(fig)
     return path

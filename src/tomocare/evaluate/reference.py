@@ -6,7 +6,7 @@ each is in memory at a time, so any volume size works and the whole-volume value
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from tomocare.errors import TomocareError
 from tomocare.evaluate.metrics import Moments
 from tomocare.evaluate.ssim import SSIM_SIGMA, ssim_map, ssim_radius
+from tomocare.predict.plan import Block, BlockPlan
 
 PERCENTILES = (5, 50, 95)
 METRICS = ("psnr_db", "ssim", "nrmse", "mse")
@@ -42,9 +43,16 @@ class ReferenceMetrics:
         }
 
 
-def _blocks(shape: tuple[int, ...], block: int):
-    for start in itertools.product(*(range(0, n, block) for n in shape)):
-        yield tuple(slice(s, min(s + block, n)) for s, n in zip(start, shape))
+def _blocks(shape: tuple[int, ...], block: int, halo: int = 0) -> Iterator[Block]:
+    """Prediction's block plan, unpadded: blocks of edge ``block`` tiling ``shape`` from its origin
+    (the last ones shorter) in C order, each ``core`` with its ``read`` region, ``halo`` voxels
+    around it clipped to the volume."""
+    return BlockPlan(shape, (block,) * len(shape), (halo,) * len(shape), 1).blocks()
+
+
+def _local(region: tuple[slice, ...], ctx: tuple[slice, ...]) -> tuple[slice, ...]:
+    """``region`` (volume coordinates) in the coordinates of the array read over ``ctx``."""
+    return tuple(slice(r.start - c.start, r.stop - c.start) for r, c in zip(region, ctx))
 
 
 def _read(arr, sl) -> np.ndarray:
@@ -77,7 +85,8 @@ def compare_to_reference(
     block = max(cube, (block // cube) * cube)
     moments = Moments()
     x_min, x_max = np.inf, -np.inf
-    for sl in _blocks(shape, block):
+    for blk in _blocks(shape, block):
+        sl = blk.core
         xb, rb = _read(x, sl), _read(reference, sl)
         if not np.isfinite(rb).all():
             raise TomocareError(f"{name}: NaN or infinite values in the reference (first in block {_where(sl)})")
@@ -96,31 +105,30 @@ def compare_to_reference(
     valid = tuple(slice(pad, n - pad) for n in shape)
     sq_err, ssim_sum, ssim_count = 0.0, 0.0, 0
     per_cube: dict[str, list[float]] = {m: [] for m in METRICS}
-    for sl in _blocks(shape, block):
-        ctx = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, shape))
+    for blk in _blocks(shape, block, pad):
+        sl, ctx = blk.core, blk.read
         xc, rc = a * _read(x, ctx) + b, _read(reference, ctx)
-        core = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(sl, ctx))
+        core = _local(sl, ctx)
         err = (xc[core] - rc[core]) ** 2
         sq_err += float(err.sum())
         smap = ssim_map(xc, rc, peak) if min(xc.shape) > 1 else np.ones_like(xc)
         inside = _intersect(sl, valid)  # volume coordinates of the core's voxels that count for SSIM
         if inside is not None:
-            local = tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inside, ctx))
-            ssim_sum += float(smap[local].sum())
+            ssim_sum += float(smap[_local(inside, ctx)].sum())
             ssim_count += int(np.prod([i.stop - i.start for i in inside]))
-        for cube_sl in _blocks(tuple(s.stop - s.start for s in sl), cube):
+        for cube_blk in _blocks(tuple(s.stop - s.start for s in sl), cube):
+            cube_sl = cube_blk.core
             if any(c.stop - c.start < cube for c in cube_sl):
                 continue
             vol_sl = tuple(slice(s.start + c.start, s.start + c.stop) for s, c in zip(sl, cube_sl))
             cube_err = float(err[cube_sl].mean())
-            r_cube = rc[tuple(slice(v.start - c.start, v.stop - c.start) for v, c in zip(vol_sl, ctx))]
+            r_cube = rc[_local(vol_sl, ctx)]
             per_cube["mse"].append(cube_err)
             per_cube["psnr_db"].append(_psnr(peak, cube_err))
             per_cube["nrmse"].append(float(np.sqrt(cube_err) / r_cube.std()) if r_cube.std() > 0 else float("nan"))
             cube_in = _intersect(vol_sl, valid)
             if cube_in is not None:
-                local = tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(cube_in, ctx))
-                per_cube["ssim"].append(float(smap[local].mean()))
+                per_cube["ssim"].append(float(smap[_local(cube_in, ctx)].mean()))
     n = int(np.prod(shape))
     whole_mse = sq_err / n
     whole = {

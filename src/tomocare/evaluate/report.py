@@ -11,6 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tomocare.evaluate.html_report import summary_cell, write_html_report  # noqa: E402
+from tomocare.evaluate.plots import save_figure  # noqa: E402
+from tomocare.io.atomic import write_atomic  # noqa: E402
+
 
 def _scale_bar_length(width_a: float) -> float:
     """A round length (1, 2 or 5 x 10^n Å) near a fifth of ``width_a``."""
@@ -43,26 +47,17 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, 
             axrow[0].text(x0, y0 - 0.03 * ny, f"{bar:g} Å", color="yellow", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def write_summary(rows: list[dict], report_dir: Path, settings: dict | None = None) -> None:
     """summary.json, summary.md and the one-page index.html (``html_report``): one row per tomogram."""
-    from tomocare.evaluate.html_report import write_html_report
-
-    (report_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_atomic(report_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
     columns = [c for c in ("name", "status", "fsc143_raw_A", "psnr_raw_db", "psnr_denoised_db", "stop_reason", "output")
                if any(c in r for r in rows)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c, "")
-            if v is None and c.startswith("fsc143"):
-                v = "Nyquist"  # the curve stays above 0.143 up to Nyquist
-            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+        cells = [summary_cell(c, r.get(c, "")) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "", "fsc143_raw_A: the resolution estimate, FSC 0.143 of the raw even and odd halves (central sub-volume).",
@@ -70,5 +65,5 @@ def write_summary(rows: list[dict], report_dir: Path, settings: dict | None = No
         "halves, not resolution: the network was trained on both, so its outputs are not independent.",
         "psnr_*_db: against NAME_clean.mrc where a simulated ground truth exists.",
     ]
-    (report_dir / "summary.md").write_text("# tomocare denoising report\n\n" + "\n".join(lines + notes) + "\n")
+    write_atomic(report_dir / "summary.md", "# tomocare denoising report\n\n" + "\n".join(lines + notes) + "\n")
     write_html_report(rows, report_dir, settings=settings, notes=[n for n in notes if n])

@@ -6,6 +6,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def read_boxes(path: str | os.PathLike) -> list[BoxPair]:
         if kind not in ("signal", "background"):
             raise TomocareError(f"{path}: line {line}: kind must be 'signal' or 'background', got {row['kind']!r}")
         try:
-            box = tuple(int(row[c]) for c in BOX_COLUMNS[2:])
+            box = cast(Box, tuple(int(row[c]) for c in BOX_COLUMNS[2:]))
         except (TypeError, ValueError):
             raise TomocareError(f"{path}: line {line}: box corners must be integers") from None
         entry = pairs.setdefault(row["pair"].strip(), {})

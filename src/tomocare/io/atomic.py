@@ -23,6 +23,12 @@ def check_output(path: Path, *, overwrite: bool) -> None:
             raise TomocareError(f"{path.parent}: cannot create the output directory ({err.strerror or err})") from None
 
 
+def check_output_dir(path: Path) -> None:
+    """Refuse an output directory that exists as something else (a file)."""
+    if path.exists() and not path.is_dir():
+        raise TomocareError(f"{path}: not a directory")
+
+
 def refuse_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Refuse, whatever ``--overwrite`` says, an output that is an input, contains one or lies inside
     one (a zarr store, a directory), or lies inside any zarr store, symlinks resolved: writing it
@@ -66,7 +72,12 @@ def remove(path: Path) -> None:
 
 
 def commit(tmp: Path, path: Path) -> None:
-    """Move a finished temporary output into place, replacing an old one only at the end."""
+    """Move a finished temporary output into place, replacing an old one only at the end: a file
+    in one step; a directory (a zarr store), which rename cannot replace, by moving the old one
+    aside first."""
+    if not (tmp.is_dir() or path.is_dir()):
+        os.replace(tmp, path)
+        return
     old = path.with_name(f".{path.name}.old")
     if path.exists():
         remove(old)
@@ -77,7 +88,9 @@ def commit(tmp: Path, path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write; on success move it to ``path``, on failure remove it."""
+    """Yield a temporary path to write (a file or a directory); on success move it to ``path``,
+    on failure remove it. The one way tomocare writes an output: it appears complete or not at
+    all, and an existing one is refused unless ``overwrite`` (:func:`check_output`)."""
     path = Path(path)
     check_output(path, overwrite=overwrite)
     tmp = temporary_sibling(path)
@@ -93,11 +106,10 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replace the file ``path`` by ``data`` in one step (a small file: metadata, a table, a picture)."""
-    path = Path(path)
-    tmp = temporary_sibling(path)
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    """Write (or replace) the file ``path`` with ``data`` in one step (a small file: metadata, a
+    table, a picture); a string is written as UTF-8."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import dask.array as da
 import numpy as np
@@ -11,6 +12,7 @@ from distributed import default_client, wait
 from tomocare.io.stats import N_FIELDS, Stats
 
 Region = tuple[slice, ...]
+T = TypeVar("T")  # the target written to
 
 
 def _region(block_info: dict) -> Region:
@@ -22,7 +24,7 @@ def _apply(block: np.ndarray, writer, target, block_info=None) -> np.ndarray:
     return row.reshape((1,) * block.ndim + (N_FIELDS,))
 
 
-def write_blocks(array: da.Array, func: Callable[[np.ndarray, object, Region], np.ndarray], target) -> Stats:
+def write_blocks(array: da.Array, func: Callable[[np.ndarray, T, Region], np.ndarray], target: T) -> Stats:
     """Run ``func(block, target, region) -> stats row`` on every block; merge the rows.
 
     Uses ``map_blocks``, so dask fuses reading a block with writing it into one task (no block

@@ -29,7 +29,7 @@ def convert_to_zarr(
 ) -> Stats:
     """Convert one MRC file to an OME-Zarr image, keeping voxel size, origin and header."""
     vol = open_volume(source)
-    attrs = {"source": str(vol.path)}
+    attrs: dict = {"source": str(vol.path)}
     if vol.mrc_header is not None:
         attrs["mrc_header"] = vol.mrc_header.to_dict()
     with reading(vol.path):
@@ -61,22 +61,22 @@ def plan_conversions(
 
     ``out`` is a ``.zarr`` path for one input, else a directory (created) for ``NAME.zarr`` files.
     """
-    sources = [Path(s) for s in sources]
+    paths = [Path(s) for s in sources]
     out = Path(out)
-    refuse_inputs(out, sources)
-    if len(sources) == 1 and out.suffix == ".zarr":
+    refuse_inputs(out, paths)
+    if len(paths) == 1 and out.suffix == ".zarr":
         targets = [out]
     else:
         if out.suffix == ".zarr":
             raise TomocareError(f"{out}: several inputs need an output directory, not a .zarr path")
         out.mkdir(parents=True, exist_ok=True)
-        targets = [out / zarr_name_for(s) for s in sources]
+        targets = [out / zarr_name_for(s) for s in paths]
     if len({t.name for t in targets}) != len(targets):
         raise TomocareError(f"{out}: two inputs would be written to the same output name")
-    for s, t in zip(sources, targets):
+    for s, t in zip(paths, targets):
         open_volume(s)
         check_output(t, overwrite=overwrite)
-    return list(zip(sources, targets))
+    return list(zip(paths, targets))
 
 
 def export_mrc(

@@ -11,9 +11,10 @@ import base64
 import math
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import dask
 import dask.array as da
@@ -280,7 +281,7 @@ def write_mrc(
         raise TomocareError(f"{path}: cannot write dtype {dtype} to MRC") from None
     if mode == 6 and dtype == np.uint8:
         dtype = np.dtype(np.uint16)
-    vs = (voxel_size,) * 3 if np.isscalar(voxel_size) else tuple(voxel_size)
+    vs = (voxel_size,) * 3 if np.isscalar(voxel_size) else tuple(cast(Sequence[float], voxel_size))
     ext = header.extended_header if header is not None else b""
 
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -352,7 +353,7 @@ def _voxel_size(path: Path, hdr) -> tuple[float, float, float]:
             raise TomocareError(f"{path}: voxel size along {axis} is {size:g} Å (cell {float(cell):g}, sampling "
                                 f"{samples}); fix the header (e.g. IMOD's alterheader -del)")
         sizes.append(_f32(size))
-    return tuple(sizes)
+    return cast(tuple[float, float, float], tuple(sizes))
 
 
 def _check_extended_header_size(path: Path, head: bytes) -> None:
@@ -377,7 +378,7 @@ def _check_axis_order(path: Path, hdr) -> None:
 
 def _origin(path: Path, hdr) -> tuple[float, float, float]:
     """(z, y, x) origin in Å; an infinite or NaN value is refused."""
-    origin = tuple(_f32(getattr(hdr.origin, axis)) for axis in ("z", "y", "x"))
+    origin = cast(tuple[float, float, float], tuple(_f32(getattr(hdr.origin, axis)) for axis in ("z", "y", "x")))
     for axis, value in zip("zyx", origin):
         if not math.isfinite(value):
             raise TomocareError(f"{path}: origin along {axis} is {value:g} Å; fix the header "

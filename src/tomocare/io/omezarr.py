@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import dask.array as da
 import numpy as np
@@ -87,9 +88,13 @@ class Downsampled:
         return block.reshape(shape).mean(axis=tuple(range(1, 2 * self.ndim, 2)))
 
 
+def _level(group: zarr.Group, name: str) -> zarr.Array:
+    return cast(zarr.Array, group[name])
+
+
 def write_pyramid(group: zarr.Group, levels: int, compression: str) -> int:
     """Levels 1.. of the pyramid, each the 2×2×2 mean of the previous; return the level count."""
-    chunks = group["0"].chunks
+    chunks = _level(group, "0").chunks
     n_levels = 1
     for level in range(1, levels):
         smaller = Downsampled(group[str(level - 1)])
@@ -107,7 +112,7 @@ def write_image_metadata(
     with 0 where unknown: see ``multiscales_metadata``)."""
     group.attrs.update(
         {
-            "ome": multiscales_metadata(voxel_size, n_levels, path.stem, group["0"].ndim),
+            "ome": multiscales_metadata(voxel_size, n_levels, path.stem, _level(group, "0").ndim),
             "tomocare": {"version": __version__, "stats": stats.to_dict(),
                          "voxel_size": [float(v) for v in voxel_size], **(attrs or {})},
         }
@@ -121,13 +126,13 @@ def multiscales_metadata(
     unknown voxel size (0: an MRC header that does not say) is written as 1, as OME-Zarr scales are
     positive; tomocare's attributes keep the 0 (``known_voxel_size``)."""
     axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in AXES[-ndim:]]
-    voxel_size = [v if v > 0 else 1.0 for v in voxel_size]
+    scales = [v if v > 0 else 1.0 for v in voxel_size]
     datasets = []
     for level in range(levels):
         factor = 2**level
-        transforms = [{"type": "scale", "scale": [float(v) * factor for v in voxel_size]}]
+        transforms = [{"type": "scale", "scale": [float(v) * factor for v in scales]}]
         if level:
-            transforms.append({"type": "translation", "translation": [float(v) * (factor - 1) / 2 for v in voxel_size]})
+            transforms.append({"type": "translation", "translation": [float(v) * (factor - 1) / 2 for v in scales]})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
     return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
 
@@ -151,9 +156,8 @@ def write_ome_zarr(
     unless ``check`` (given the statistics of level 0) raises: then nothing is left.
     """
     path = Path(path)
-    if isinstance(chunks, int):
-        chunks = (chunks,) * array.ndim
-    chunks = tuple(min(c, s) for c, s in zip(chunks, array.shape))
+    edges = (chunks,) * array.ndim if isinstance(chunks, int) else chunks
+    chunks = tuple(min(c, s) for c, s in zip(edges, array.shape))
     codecs_for(compression)  # fail early on a bad name
     with atomic_path(path, overwrite=overwrite) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)

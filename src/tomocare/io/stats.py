@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,4 +70,16 @@ class Stats:
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
-        return cls(**{k: float("nan") if d[k] is None else d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")})
+        values: dict[str, Any] = {k: float("nan") if d[k] is None else d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")}
+        return cls(**values)
+
+
+def normalisation(volumes: Iterable) -> tuple[float, float] | None:
+    """Mean and standard deviation over all ``volumes`` (objects with a ``stats`` attribute, such as
+    :class:`~tomocare.io.volume.Volume`) from their stored statistics, merged exactly; None when
+    any of them has none stored (the caller then computes them from the voxels)."""
+    stored = [volume.stats for volume in volumes]
+    if not stored or any(s is None for s in stored):
+        return None
+    merged = Stats.merge(stored)
+    return merged.mean, merged.std

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import dask
 import dask.array as da
@@ -21,12 +22,15 @@ from tomocare.io.omezarr import is_zarr, known_voxel_size, open_ome_zarr, voxel_
 from tomocare.io.stats import Stats, block_stats
 
 
+Zyx = tuple[float, float, float]  # (z, y, x)
+
+
 @dataclass(frozen=True)
 class Volume:
     """A tomogram on disk. ``array`` is a lazy array-like that pickles cheaply to dask workers."""
 
     path: Path
-    array: object  # MrcArray or zarr.Array: .shape, .dtype, __getitem__
+    array: Any  # MrcArray or zarr.Array: .shape, .dtype, __getitem__
     voxel_size: tuple[float, float, float]  # (z, y, x), Å
     origin: tuple[float, float, float]  # (z, y, x), Å
     stats: Stats | None  # stored statistics, when the file carries them
@@ -63,8 +67,8 @@ def open_volume(path: str | os.PathLike, *, ndim: int = 3, images: bool = False)
         return Volume(
             path=path,
             array=array,
-            voxel_size=known_voxel_size(attrs, voxel_size_from_attrs(attrs, path, array.ndim)),
-            origin=tuple(header.origin) if header else (0.0, 0.0, 0.0),
+            voxel_size=cast(Zyx, known_voxel_size(attrs, voxel_size_from_attrs(attrs, path, array.ndim))),
+            origin=cast(Zyx, tuple(header.origin)) if header else (0.0, 0.0, 0.0),
             stats=_stored(path, meta, "stats", Stats.from_dict, "they are computed again"),
             mrc_header=header,
         )
@@ -119,7 +123,7 @@ def reading(path: str | os.PathLike, what: str = "the voxels cannot be read") ->
         raise TomocareError(f"{path}: {what} ({type(err).__name__}: {' '.join(str(err).split())})") from None
 
 
-def check_values(path: Path, stats: Stats) -> None:
+def check_values(path: str | os.PathLike, stats: Stats) -> None:
     """Refuse voxels nothing can be computed from: no finite one, or a single value (a constant
     volume); warn about NaN or infinite voxels."""
     warn_nonfinite(path, stats)
@@ -127,7 +131,7 @@ def check_values(path: Path, stats: Stats) -> None:
         raise TomocareError(f"{path}: a constant volume (every finite voxel is {stats.min:g}); nothing to compute from")
 
 
-def warn_nonfinite(path: Path, stats: Stats) -> None:
+def warn_nonfinite(path: str | os.PathLike, stats: Stats) -> None:
     if stats.nonfinite:
         warnings.warn(f"{path}: {stats.nonfinite} NaN or infinite voxels (skipped in statistics)", stacklevel=2)
     if stats.count == 0:

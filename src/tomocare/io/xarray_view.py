@@ -21,7 +21,7 @@ def open_tomogram(path: str | os.PathLike, chunks: int | tuple[int, ...] | None 
         dim: origin + np.arange(n) * size
         for dim, n, size, origin in zip(("z", "y", "x"), vol.shape, vol.voxel_size, vol.origin)
     }
-    attrs = {"voxel_size": vol.voxel_size, "origin": vol.origin, "units": "angstrom", "source": str(vol.path)}
+    attrs: dict = {"voxel_size": vol.voxel_size, "origin": vol.origin, "units": "angstrom", "source": str(vol.path)}
     if vol.stats is not None:
         attrs["stats"] = vol.stats.to_dict()
     return xr.DataArray(vol.to_dask(chunks), dims=("z", "y", "x"), coords=coords, attrs=attrs, name=vol.path.stem)

@@ -22,7 +22,8 @@ The model, in brief (details in the modules):
 - Tilt series, movie frames and 2-D pairs (:mod:`.tiltseries`): projections of the phantom
   with dose-dependent Poisson noise, for reconstruction and 2-D (P2P) denoising.
 - Out-of-core: one independent task per block; filters are compact kernels, so blocks are
-  exact (no seams) and results do not depend on the chunking; same seed, same bytes.
+  exact (no seams) and, up to float rounding, results do not depend on the chunking; same seed
+  and chunks, same bytes.
 """
 
 from tomocare.simulate.dataset import simulate_dataset

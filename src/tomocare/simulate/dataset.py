@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tomocare.errors import TomocareError
-from tomocare.io.atomic import atomic_path, check_output
+from tomocare.io.atomic import atomic_path, check_output, check_output_dir
 from tomocare.io.mrc import write_mrc
 from tomocare.simulate.tomogram import simulate_tomogram, validate_arguments
 
@@ -44,8 +44,7 @@ def simulate_dataset(
     if not isinstance(n_tomograms, numbers.Integral) or isinstance(n_tomograms, bool) or n_tomograms < 1:
         raise TomocareError(f"simulate: n_tomograms must be a positive integer, got {n_tomograms!r}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TomocareError(f"{out}: not a directory")
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     plans = []
     for i in range(n_tomograms):

@@ -71,6 +71,7 @@ def kernel(kind: str, tilt_range: float, radius: int) -> np.ndarray:
     """
     n = sfft.next_fast_len(4 * radius + 1, real=True)
     freq = sfft.fftfreq(n)
+    shape: tuple[int, ...]
     if kind == "wedge":
         shape = (n, n)
         transfer = wedge_transfer(freq[:, None], sfft.rfftfreq(n)[None, :], tilt_range)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -112,7 +113,7 @@ class Phantom:
     def tables(self) -> dict[str, np.ndarray]:
         return {"vesicles": self.vesicles, "segments": self.segments, "particles": self.particles}
 
-    def subset(self, **tables: np.ndarray) -> Phantom:
+    def subset(self, **tables: Any) -> Phantom:
         return dataclasses.replace(self, **tables)
 
     def select(self, origin, shape) -> Phantom:
@@ -153,7 +154,7 @@ def make_phantom(shape: tuple[int, int, int], voxel_size: float, seed: int) -> P
     vesicles = _draw_vesicles(rng_ves, shape, voxel_size, slab)
     segments = _draw_filaments(rng_fil, shape, voxel_size, slab)
     particles = _draw_particles(rng_par, shape, voxel_size, slab, vesicles)
-    phantom = Phantom(tuple(shape), float(voxel_size), slab, vesicles, segments, particles)
+    phantom = Phantom(cast(tuple[int, int, int], tuple(shape)), float(voxel_size), slab, vesicles, segments, particles)
     ice = float(np.sum(slab.profile(np.arange(shape[0], dtype=np.float64)))) * shape[1] * shape[2]
     mass = sum(float(m.sum()) for m in masses(phantom).values())
     return dataclasses.replace(phantom, object_density=mass / max(ice, 1.0))
@@ -207,7 +208,8 @@ def _draw_slab(rng: np.random.Generator, shape, voxel_size: float) -> Slab:
     nz = shape[0]
     thickness = rng.uniform(*ICE_FRACTION) * nz
     centre_z = (nz - 1) / 2 + rng.uniform(-0.03, 0.03) * nz
-    wavelength = np.exp(rng.uniform(*np.log(BACKGROUND_WAVELENGTH_A), BACKGROUND_WAVES)) / voxel_size
+    low, high = np.log(BACKGROUND_WAVELENGTH_A)
+    wavelength = np.exp(rng.uniform(low, high, BACKGROUND_WAVES)) / voxel_size
     waves = _unit_vectors(rng, BACKGROUND_WAVES) * (2 * np.pi / wavelength)[:, None]
     phases = rng.uniform(0, 2 * np.pi, BACKGROUND_WAVES)
     return Slab(centre_z, thickness / 2, waves, phases)

@@ -99,6 +99,8 @@ def _add_particles(out: np.ndarray, ph: Phantom, origin: np.ndarray) -> None:
             gz, gy, gx = (np.exp(-((c - _F32(m)) ** 2) / _F32(2 * sigma * sigma)) for c, m in zip(coords, (cz, cy, cx)))
             lobe = (weight * gz)[:, None, None] * gy[None, :, None] * gx[None, None, :]
             f = lobe if f is None else f + lobe
+        if f is None:  # no lobe of positive weight: nothing to add
+            continue
         out[slices] += p["density"] * _smoothstep((f - lo_level) / (hi_level - lo_level))
 
 

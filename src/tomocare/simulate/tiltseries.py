@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 
 from tomocare.errors import TomocareError
+from tomocare.io.atomic import check_output
 from tomocare.io.mrc import write_mrc
 from tomocare.simulate.tomogram import simulate_tomogram
 from tomocare.tilt.angles import dose_symmetric_ranks, tilt_range_angles, write_order, write_tlt
@@ -90,7 +91,7 @@ def counts(projections: da.Array, dose: float | np.ndarray, voxel_size: float, m
 
 def poisson_noise(expected: da.Array, seed: int, stream: int = _TILTS) -> da.Array:
     """Independent Poisson draws per element, reproducible per block from (seed, stream, block)."""
-    return expected.map_blocks(_poisson, seed, stream, dtype=np.float32)
+    return da.map_blocks(_poisson, expected, seed, stream, dtype=np.float32)
 
 
 def simulate_tilt_series(
@@ -120,6 +121,7 @@ def simulate_tilt_series(
     nz, ny, nx = shape
     tomo = simulate_tomogram(shape, seed=seed, tilt_range=float(np.max(np.abs(angles))), voxel_size=voxel_size,
                              chunks=(nz, min(y_chunk, ny), nx))
+    assert tomo.phantom is not None  # simulate_tomogram always returns the phantom
     phantom = tomo.phantom.rechunk((nz, y_chunk, nx))
     projections = phantom.map_blocks(project_slab, angles, chunks=((len(angles),), phantom.chunks[1], (nx,)),
                                      dtype=np.float32)
@@ -175,7 +177,8 @@ def simulate_movie(
 
 def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Path]:
     """Write PREFIX.mrc (noisy), PREFIX_clean.mrc, PREFIX_projections.mrc, PREFIX_phantom.mrc,
-    PREFIX_wedge.mrc (phantom after the missing wedge), PREFIX.tlt and PREFIX_order.csv."""
+    PREFIX_wedge.mrc (phantom after the missing wedge), PREFIX.tlt and PREFIX_order.csv. Existing
+    files are refused (all checked before anything is written) unless ``overwrite``."""
     prefix = Path(prefix)
     paths = {
         "noisy": prefix.with_name(prefix.name + ".mrc"),
@@ -183,11 +186,13 @@ def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *, ov
         "projections": prefix.with_name(prefix.name + "_projections.mrc"),
         "phantom": prefix.with_name(prefix.name + "_phantom.mrc"),
         "wedge_clean": prefix.with_name(prefix.name + "_wedge.mrc"),
+        "angles": prefix.with_name(prefix.name + ".tlt"),
+        "order": prefix.with_name(prefix.name + "_order.csv"),
     }
-    for kind, path in paths.items():
-        write_mrc(getattr(sim, kind), path, voxel_size=sim.voxel_size, overwrite=overwrite)
-    paths["angles"] = prefix.with_name(prefix.name + ".tlt")
-    paths["order"] = prefix.with_name(prefix.name + "_order.csv")
+    for path in paths.values():
+        check_output(path, overwrite=overwrite)
+    for kind in ("noisy", "clean", "projections", "phantom", "wedge_clean"):
+        write_mrc(getattr(sim, kind), paths[kind], voxel_size=sim.voxel_size, overwrite=overwrite)
     write_tlt(paths["angles"], sim.angles)
     write_order(paths["order"], sim.angles, sim.ranks)
     return paths

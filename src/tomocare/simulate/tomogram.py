@@ -23,6 +23,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import dask.array as da
 import numpy as np
@@ -112,7 +113,8 @@ def estimate_signal_variance(phantom: Phantom, tilt_range: float, seed: int) -> 
     grid = tuple(len(e) - 1 for e in edges)
     n_windows = int(np.prod(grid))
     if n_windows <= PROBES:
-        picks, weight = np.arange(n_windows), np.ones(n_windows)
+        picks: np.ndarray = np.arange(n_windows)
+        weight = np.ones(n_windows)
     else:
         proxy = np.zeros(n_windows)  # object mass, each object's spread over the windows it touches
         for key, mass in masses(phantom).items():
@@ -143,7 +145,7 @@ def estimate_signal_variance(phantom: Phantom, tilt_range: float, seed: int) -> 
     return max(total_sq / count - (total / count) ** 2, 1e-12)
 
 
-def validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Check :func:`simulate_tomogram`'s arguments (TomocareError); return shape and chunks per axis."""
 
     def is_int(v) -> bool:
@@ -159,14 +161,14 @@ def validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks) -> tupl
         raise TomocareError(f"simulate: seed must be a non-negative integer, got {seed!r}")
     if not isinstance(snr, numbers.Real) or not math.isfinite(snr) or snr <= 0:
         raise TomocareError(f"simulate: snr must be a positive number, got {snr!r}")
-    if not isinstance(tilt_range, numbers.Real) or not 0 < tilt_range <= 90:
+    if not isinstance(tilt_range, numbers.Real) or not 0 < tilt_range <= 90:  # type: ignore[operator]
         raise TomocareError(f"simulate: tilt_range must be in (0, 90] degrees, got {tilt_range!r}")
     if not isinstance(voxel_size, numbers.Real) or not math.isfinite(voxel_size) or voxel_size <= 0:
         raise TomocareError(f"simulate: voxel_size must be a positive number of Å, got {voxel_size!r}")
     chunks = (chunks,) * 3 if is_int(chunks) else tuple(chunks) if isinstance(chunks, (tuple, list)) else ()
     if len(chunks) != 3 or not all(is_int(c) and c >= MIN_SIZE for c in chunks):
         raise TomocareError(f"simulate: chunks must be an integer >= {MIN_SIZE} (or 3 of them), got {chunks!r}")
-    return tuple(int(n) for n in shape), tuple(int(c) for c in chunks)
+    return cast(tuple[int, int, int], tuple(int(n) for n in shape)), cast(tuple[int, int, int], tuple(int(c) for c in chunks))
 
 
 def _axis_chunks(n: int, c: int) -> tuple[int, ...]:
@@ -180,7 +182,7 @@ def _axis_chunks(n: int, c: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _blocks(axis_chunks) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def _blocks(axis_chunks) -> list[tuple[tuple[int, ...], ...]]:
     """(index, origin, shape) of every block, in C order."""
     per_axis = [[(i, int(o), int(n)) for i, (o, n) in enumerate(zip(np.cumsum((0,) + c[:-1]), c))]
                 for c in axis_chunks]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tomocare.errors import TomocareError
+from tomocare.io.atomic import write_atomic
 
 
 def read_tlt(path: str | os.PathLike) -> np.ndarray:
@@ -21,18 +22,18 @@ def read_tlt(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise TomocareError(f"{path}: no such angles file")
-    angles = []
+    values: list[float] = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         text = line.strip()
         if not text:
             continue
         try:
-            angles.append(float(text.split()[0]))
+            values.append(float(text.split()[0]))
         except ValueError:
             raise TomocareError(f"{path}: line {number} is not an angle in degrees: {text[:40]!r}") from None
-    if not angles:
+    if not values:
         raise TomocareError(f"{path}: no angles")
-    angles = np.asarray(angles, dtype=np.float64)
+    angles = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(angles)) or np.any(np.abs(angles) >= 90):
         raise TomocareError(f"{path}: angles must be finite and within (-90, 90) degrees")
     return angles
@@ -40,7 +41,7 @@ def read_tlt(path: str | os.PathLike) -> np.ndarray:
 
 def write_tlt(path: str | os.PathLike, angles: np.ndarray) -> None:
     """Write angles in degrees, one per line (IMOD ``.tlt``)."""
-    Path(path).write_text("".join(f"{a:.2f}\n" for a in np.asarray(angles, dtype=float)))
+    write_atomic(path, "".join(f"{a:.2f}\n" for a in np.asarray(angles, dtype=float)))
 
 
 def tilt_range_angles(max_angle: float = 60.0, step: float = 3.0) -> np.ndarray:
@@ -74,7 +75,7 @@ def dose_symmetric_ranks(angles: np.ndarray, group: int = 2) -> np.ndarray:
 def write_order(path: str | os.PathLike, angles: np.ndarray, ranks: np.ndarray) -> None:
     """Write an order list: lines ``rank,angle`` in acquisition order, rank from 1."""
     rows = sorted(zip(np.asarray(ranks).tolist(), np.asarray(angles, dtype=float).tolist()))
-    Path(path).write_text("".join(f"{r + 1},{a:.2f}\n" for r, a in rows))
+    write_atomic(path, "".join(f"{r + 1},{a:.2f}\n" for r, a in rows))
 
 
 def read_order(path: str | os.PathLike, angles: np.ndarray) -> np.ndarray:

@@ -34,8 +34,8 @@ def reconstruct_lazy(
         raise ValueError(f"stack of shape {stack.shape} does not match {len(angles)} angles")
     if len(stack.chunks[0]) > 1 or len(stack.chunks[2]) > 1:
         stack = stack.rechunk({0: -1, 2: -1})
-    return stack.map_blocks(
-        reconstruct_slab, angles, thickness, window,
+    return da.map_blocks(
+        reconstruct_slab, stack, angles, thickness, window,
         chunks=((thickness,), stack.chunks[1], (stack.shape[2],)), dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
     )
@@ -43,7 +43,8 @@ def reconstruct_lazy(
 
 def half_paths(out: Path) -> tuple[Path, Path]:
     """OUT_even.mrc and OUT_odd.mrc beside OUT.mrc."""
-    return tuple(out.with_name(f"{out.stem}_{half}{out.suffix or '.mrc'}") for half in ("even", "odd"))
+    even, odd = (out.with_name(f"{out.stem}_{half}{out.suffix or '.mrc'}") for half in ("even", "odd"))
+    return even, odd
 
 
 def reconstruct_tomogram(

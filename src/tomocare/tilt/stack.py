@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import cast
 
 import dask.array as da
 import numpy as np
@@ -23,7 +24,7 @@ class Stack:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return (1, *self.array.shape) if self.array.ndim == 2 else tuple(self.array.shape)
+        return cast(tuple[int, int, int], (1, *self.array.shape) if self.array.ndim == 2 else tuple(self.array.shape))
 
     @property
     def pixel_size(self) -> tuple[float, float]:

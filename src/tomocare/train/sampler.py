@@ -213,7 +213,9 @@ def plan_patches(
     """
     p = patch_size
     pz = patch_shape(p, ndim)[0]
-    train, val, starts = [], [], []
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    starts: list[int] = []
     for i, shape in enumerate(shapes):
         name = names[i] if names else f"pair {i}"
         start = validation_start(shape[Y], p, val_fraction)
@@ -270,7 +272,7 @@ def extract_batch(
                 nonfinite += int(bad.sum())
                 patch[bad] = 0.0
             halves.append(patch)
-        inp, tgt = halves if params is None else augment(*halves, params[row])
+        inp, tgt = halves if params is None else augment(halves[0], halves[1], params[row])
         out[0, row, 0], out[1, row, 0] = inp, tgt
     if ndim == 2:
         return out[0, :, :, 0], out[1, :, :, 0], nonfinite
