@@ -18,8 +18,8 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-
 from _measure import PeakRSS, gib, save
+
 from tomocare.cluster import dask_client
 from tomocare.io.convert import convert_to_zarr, export_mrc
 

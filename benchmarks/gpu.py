@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-
 from _measure import save
 from predict_speed import bare_speed as cpu_bare_speed
 from predict_speed import engine_speed, make_inputs
+
 from tomocare.cluster import gpu_count
 from tomocare.model import save_model
 from tomocare.nn.device import prepare

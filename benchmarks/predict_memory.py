@@ -18,8 +18,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import torch
-
 from _measure import PeakRSS, gib, save
+
 from tomocare.cluster import dask_client
 from tomocare.config import PredictSettings
 from tomocare.model import Model, save_model

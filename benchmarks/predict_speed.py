@@ -20,8 +20,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import torch
-
 from _measure import save
+
 from tomocare.cluster import dask_client
 from tomocare.config import PredictSettings
 from tomocare.io.omezarr import write_ome_zarr

@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _measure import PeakRSS, gib, save
+
 from tomocare.baselines.filters import make_filter
 from tomocare.cluster import dask_client
 from tomocare.evaluate.detection import detection_curve, read_particles

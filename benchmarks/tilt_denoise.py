@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _measure import machine, save
+
 from tomocare.evaluate.fsc import FSC
 
 TRAINING = "[train]\npatch_size = 32\nbatch_size = 8\nn_patches = 2000\nn_val_patches = 64\nsteps_per_epoch = 100\nlr = 1e-3\n"

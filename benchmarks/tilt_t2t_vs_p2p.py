@@ -27,15 +27,15 @@ from pathlib import Path
 import dask
 import numpy as np
 import torch
-
 from _measure import save
+
 from tomocare.cluster import dask_client
 from tomocare.evaluate.metrics import psnr
+from tomocare.model import Model
 from tomocare.simulate.tiltseries import poisson_noise, simulate_tilt_series
 from tomocare.tilt.angles import even_odd_indices
 from tomocare.tilt.pairs import adjacent_tilt_pairs
 from tomocare.tilt.wbp import reconstruct_slab
-from tomocare.model import Model
 from tomocare.train import TrainConfig, train
 
 

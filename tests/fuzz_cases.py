@@ -22,11 +22,11 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import zarr
-
 from helpers import write_test_mrc
 from test_malformed import CASES as HEADER_CASES
 from test_malformed import _mutate
 from test_malformed_zarr import CASES as ZARR_METADATA_CASES
+
 from tomocare.io.mrc import open_mrc
 from tomocare.io.omezarr import create_level, write_image_metadata
 from tomocare.io.stats import Stats, block_stats

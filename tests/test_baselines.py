@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_test_mrc
 from scipy import ndimage
 
-from helpers import write_test_mrc
 from tomocare import TomocareError
 from tomocare.baselines import FILTERS, NAD, Filter, Gaussian, Lowpass, Median, make_filter
 from tomocare.baselines.filters import butterworth_kernel

@@ -9,8 +9,8 @@ import sys
 import mrcfile
 import numpy as np
 import pytest
-
 from helpers import write_test_mrc
+
 from tomocare.cli import app, main
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)

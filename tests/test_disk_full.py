@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 import zarr
-
 from helpers import write_test_mrc
+
 from tomocare.cli import main
 from tomocare.model import save_model
 from tomocare.nn import UNet

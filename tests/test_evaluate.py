@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import write_test_mrc
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.metrics import mean_squared_error, normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
-from helpers import write_test_mrc
 from tomocare import TomocareError
 from tomocare.cli import main
 from tomocare.evaluate.detection import detection_curve, otsu_threshold

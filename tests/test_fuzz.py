@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import fuzz_cases as fc
 import numpy as np
 import pytest
 import torch
 import typer.main
-
-import fuzz_cases as fc
 from fuzz_cases import CONSTANT, EITHER, INVALID, PAIR, VALID, VOXELS, Case
 from helpers import write_test_mrc
+
 from tomocare.baselines import make_filter
 from tomocare.cli import main
 from tomocare.io.volume import open_volume

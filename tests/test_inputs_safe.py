@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import write_test_mrc
+
 from tomocare.cli import main
 from tomocare.io.convert import convert_to_zarr
 from tomocare.model import Model, save_model

@@ -9,8 +9,8 @@ import mrcfile
 import numpy as np
 import pytest
 import zarr
-
 from helpers import write_test_mrc
+
 from tomocare import TomocareError, open_tomogram
 from tomocare.io.convert import convert_to_zarr, export_mrc
 from tomocare.io.mrc import open_mrc

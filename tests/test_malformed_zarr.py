@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from helpers import write_test_mrc
+
 from tomocare.cli import main
 from tomocare.io.convert import convert_to_zarr
 from tomocare.model import save_model

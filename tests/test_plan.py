@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from helpers import write_test_mrc
 from scipy import ndimage
 
-from helpers import write_test_mrc
+from tomocare import progress as training_progress
 from tomocare.cli import main
 from tomocare.model import Model
 from tomocare.train import TrainConfig, train
-from tomocare.train import progress as training_progress
 from tomocare.train.loop import under_trained
 from tomocare.train.plan import CANDIDATES, lr_factor, plan_training
 

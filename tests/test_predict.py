@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-
-import shutil
-
 from dataclasses import replace
 
 import numpy as np
@@ -19,17 +17,17 @@ import pytest
 import torch
 import zarr
 from distributed import Client, LocalCluster
-
 from helpers import write_test_mrc
+
 from tomocare import TomocareError
 from tomocare.cli import main
-from tomocare.io.volume import open_volume
-from tomocare.nn.unet import UNet
 from tomocare.config import PredictSettings
+from tomocare.io.volume import open_volume
 from tomocare.model import Model, save_model
-from tomocare.testing import RecordingOperator
+from tomocare.nn.unet import UNet
 from tomocare.predict.engine import DONE_FILE, plan_run, run_blocks
 from tomocare.predict.network import NetworkOperator
+from tomocare.testing import RecordingOperator
 
 SHAPE = (40, 72, 80)
 

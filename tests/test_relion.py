@@ -8,8 +8,8 @@ import mrcfile
 import numpy as np
 import pytest
 import torch
-
 from helpers import write_test_mrc
+
 from tomocare.cli import main
 from tomocare.model import save_model
 from tomocare.nn import UNet

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import zarr
-
 from helpers import write_test_mrc
+
 from tomocare.cli import main
 from tomocare.io.atomic import output_lock
 from tomocare.io.convert import convert_to_zarr

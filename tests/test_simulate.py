@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dask
+import dask.array as da
 import mrcfile
 import numpy as np
 import pytest
 
-import dask
-import dask.array as da
 from tomocare import TomocareError
 from tomocare.simulate import SimulatedTomogram, simulate_dataset, simulate_tomogram
 from tomocare.simulate.noise import white_noise

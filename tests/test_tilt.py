@@ -6,14 +6,26 @@ import dask
 import mrcfile
 import numpy as np
 import pytest
+from helpers import write_test_mrc
 from scipy.ndimage import gaussian_filter
 
-from helpers import write_test_mrc
 from tomocare.cli import main
 from tomocare.errors import TomocareError
-from tomocare.simulate.tiltseries import exposure_filter, simulate_image_pairs, simulate_movie, simulate_tilt_series, write_tilt_series
+from tomocare.simulate.tiltseries import (
+    exposure_filter,
+    simulate_image_pairs,
+    simulate_movie,
+    simulate_tilt_series,
+    write_tilt_series,
+)
 from tomocare.tilt.angles import (
-    dose_symmetric_ranks, even_odd_indices, read_order, read_tlt, tilt_range_angles, write_order, write_tlt,
+    dose_symmetric_ranks,
+    even_odd_indices,
+    read_order,
+    read_tlt,
+    tilt_range_angles,
+    write_order,
+    write_tlt,
 )
 from tomocare.tilt.wbp import angle_weights, project_slab, ramp_filter, reconstruct_slab
 

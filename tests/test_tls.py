@@ -17,8 +17,8 @@ import pytest
 import zarr
 from distributed import LocalCluster
 from distributed.security import Security
-
 from helpers import write_test_mrc
+
 from tomocare.cli import main
 from tomocare.cluster import TLS_CONFIG, TLS_ENV
 

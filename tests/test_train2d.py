@@ -10,10 +10,9 @@ import mrcfile
 import numpy as np
 import pytest
 import torch
-
 from helpers import write_test_mrc
-from tomocare.cli import main
 
+from tomocare.cli import main
 from tomocare.errors import TomocareError
 from tomocare.evaluate.metrics import psnr
 from tomocare.model import Model

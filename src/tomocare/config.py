@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tomocare.errors import TomocareError
 from tomocare.train.config import PLANNED, TrainConfig
 
-
 #: Edge, in voxels, of the chunks of the images tomocare writes and of the blocks it computes by default.
 DEFAULT_CHUNK = 128
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from safetensors.torch import load_file, save
 
 import tomocare
 from tomocare.errors import TomocareError
+from tomocare.io.atomic import atomic_path, write_atomic
 from tomocare.nn import UNet, UNetConfig
 
 FORMAT_VERSION = 1
@@ -144,42 +143,36 @@ def save_model(
     is replaced atomically, weights first; the recorded hash catches a crash between the two.
     """
     directory = Path(directory)
+    weights = save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "tomocare_version": tomocare.__version__,
+        "architecture": net.config.model_dump(),
+        "weights": WEIGHTS,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "normalization": {"mean": float(mean), "std": float(std)},
+        "patch_size": int(patch_size),
+        "receptive_field": net.receptive_field,
+        "halo": net.halo,
+        "downsampling_factor": net.downsampling_factor,
+        "voxel_size": None if voxel_size is None else float(voxel_size),
+        "trained_on": [str(p) for p in trained_on],
+        "extra": extra or {},
+    }
+    text = json.dumps(meta, indent=2) + "\n"
+    if directory.is_dir():
+        write_atomic(directory / WEIGHTS, weights)
+        write_atomic(directory / MODEL_JSON, text)
+        return
     directory.parent.mkdir(parents=True, exist_ok=True)
-    exists = directory.is_dir()
-    tmp = (directory if exists else directory.parent) / f".{directory.name}.{uuid.uuid4().hex[:8]}.partial"
-    tmp.mkdir()
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        (tmp / WEIGHTS).write_bytes(save(state))  # bytes written here: save_file would make the file mode 0600
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "tomocare_version": tomocare.__version__,
-            "architecture": net.config.model_dump(),
-            "weights": WEIGHTS,
-            "weights_sha256": _sha256(tmp / WEIGHTS),
-            "normalization": {"mean": float(mean), "std": float(std)},
-            "patch_size": int(patch_size),
-            "receptive_field": net.receptive_field,
-            "halo": net.halo,
-            "downsampling_factor": net.downsampling_factor,
-            "voxel_size": None if voxel_size is None else float(voxel_size),
-            "trained_on": [str(p) for p in trained_on],
-            "extra": extra or {},
-        }
-        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-        if not exists:
-            os.replace(tmp, directory)
-            return
-        os.replace(tmp / WEIGHTS, directory / WEIGHTS)
-        os.replace(tmp / MODEL_JSON, directory / MODEL_JSON)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        (tmp / WEIGHTS).write_bytes(weights)
+        (tmp / MODEL_JSON).write_text(text)
 
 
 def update_extra(directory: str | os.PathLike, extra: dict) -> None:
     """Merge ``extra`` into the model's free-form ``extra`` (e.g. why training stopped); weights untouched."""
-    from tomocare.io.atomic import write_atomic
-
     directory = Path(directory)
     meta = _read_meta(directory)
     meta["extra"] = {**meta.get("extra", {}), **extra}

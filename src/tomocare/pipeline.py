@@ -23,13 +23,13 @@ from distributed import Client
 
 from tomocare import __version__
 from tomocare.cluster import release_memory
+from tomocare.config import Settings
 from tomocare.errors import TomocareError
 from tomocare.io import relion
-from tomocare.io.atomic import refuse_inputs
+from tomocare.io.atomic import refuse_inputs, write_atomic
 from tomocare.io.discover import Discovery, VolumePair, check_voxel_sizes, discover_pairs, open_pair
-from tomocare.io.stats import Stats
+from tomocare.io.stats import normalisation
 from tomocare.io.volume import Volume, open_volume
-from tomocare.config import Settings
 
 log = logging.getLogger(__name__)
 STATE = "state.json"
@@ -59,9 +59,7 @@ class State:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 def _open_all(found: Discovery, dataset: Path, state: State) -> tuple[list[VolumePair], list[dict]]:
@@ -105,12 +103,11 @@ def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptio
         return model_dir  # finished in an earlier run
     train_on = options.settings.denoise.train_on
     subset = pairs[:train_on] if train_on else pairs
-    stored = [v.stats for p in subset for v in (p.even, p.odd)]
-    norm = Stats.merge(stored) if all(s is not None for s in stored) else None
+    mean, std = normalisation(v for p in subset for v in (p.even, p.odd)) or (None, None)
     resume = (model_dir / "checkpoint.pt").exists()
     train(
         [(p.even.array, p.odd.array) for p in subset], model_dir, config=options.settings.train, client=client,
-        mean=norm.mean if norm else None, std=norm.std if norm else None, voxel_size=voxel_size,
+        mean=mean, std=std, voxel_size=voxel_size,
         names=[p.name for p in subset], resume=resume,
     )
     (model_dir / "checkpoint.pt").unlink(missing_ok=True)  # marks training finished
@@ -139,7 +136,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     voxel_size = check_voxel_sizes(pairs, allow_mixed=settings.denoise.allow_mixed)
     run_config = {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
                   **settings.model_dump()}
-    (out_dir / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    write_atomic(out_dir / "config.json", json.dumps(run_config, indent=2) + "\n")
     free_memory = gpu_free_memory(client) if settings.predict.block is None else None
     shared_model = None
     if options.model is None and not settings.denoise.per_tomogram:

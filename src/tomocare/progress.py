@@ -12,8 +12,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tomocare.io.atomic import write_atomic
 

@@ -10,8 +10,8 @@ import typer
 
 from tomocare.cli.app import app
 from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
-from tomocare.errors import TomocareError
 from tomocare.config import DEFAULT_CHUNK
+from tomocare.errors import TomocareError
 
 
 @app.command()

@@ -25,8 +25,9 @@ def _print_summary(rows: list[dict], out_dir: Path) -> int:
             continue
         parts = [f"  {r['name']}: {r['output']}"]
         if "fsc143_raw_A" in r:
-            value = r["fsc143_raw_A"]
-            parts.append(f"resolution (FSC 0.143 of the raw halves) {f'{value:.1f} Å' if value else 'Nyquist'}")
+            from tomocare.evaluate.fsc import resolution_text
+
+            parts.append(f"resolution (FSC 0.143 of the raw halves) {resolution_text(r['fsc143_raw_A'])}")
         if "psnr_raw_db" in r:
             parts.append(f"PSNR vs clean {r['psnr_raw_db']:.2f} -> {r['psnr_denoised_db']:.2f} dB")
         if r.get("stop_reason"):
@@ -106,10 +107,10 @@ def config(
 
     if example:
         if out is not None:
-            from tomocare.io.atomic import check_output
+            from tomocare.io.atomic import check_output, write_atomic
 
             check_output(out, overwrite=False)
-            out.write_text(example_text())
+            write_atomic(out, example_text())
             typer.echo(f"wrote {out}")
         else:
             typer.echo(example_text(), nl=False)

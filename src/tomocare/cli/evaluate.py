@@ -29,7 +29,6 @@ def evaluate(
     from tomocare.errors import TomocareError
     from tomocare.evaluate.evaluate import evaluate as run_evaluation
     from tomocare.evaluate.evaluate import summary_lines
-
     from tomocare.io.atomic import refuse_inputs
 
     for path in (a, b, reference, boxes, particles):

@@ -73,12 +73,11 @@ def train(
     workers: Workers = None,
 ) -> None:
     """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
+    from tomocare.config import load_settings
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
-    from tomocare.io.stats import Stats
+    from tomocare.io.stats import normalisation
     from tomocare.train.loop import train as run_training
-
-    from tomocare.config import load_settings
 
     if tilt_series and ndim not in (None, 2):
         raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
@@ -91,12 +90,11 @@ def train(
     pairs = _adjacent_tilt_pairs(tilt_series) if tilt_series else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
     voxel_size = check_voxel_sizes(pairs)
     refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)])
-    stored = [v.stats for p in pairs for v in (p.even, p.odd)]
-    norm = Stats.merge(stored) if all(s is not None for s in stored) else None
+    mean, std = normalisation(v for p in pairs for v in (p.even, p.odd)) or (None, None)
     with open_client(scheduler, workers) as client:
         run_training(
             [(p.even.array, p.odd.array) for p in pairs], out, config=cfg, client=client,
-            mean=norm.mean if norm else None, std=norm.std if norm else None, voxel_size=voxel_size,
+            mean=mean, std=std, voxel_size=voxel_size,
             names=[p.name for p in pairs], resume=resume, overwrite=overwrite,
         )
     typer.echo(f"model written to {out}")

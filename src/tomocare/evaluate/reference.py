@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.evaluate.metrics import Moments
 from tomocare.evaluate.ssim import SSIM_SIGMA, ssim_map, ssim_radius
@@ -66,7 +67,7 @@ def compare_to_reference(
     fit: bool = True,
     data_range: float | None = None,
     cube: int = 64,
-    block: int = 128,
+    block: int = DEFAULT_CHUNK,
     name: str = "reference",
     x_name: str = "volume",
 ) -> ReferenceMetrics:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import check_output, refuse_inputs
 from tomocare.io.mrc import MRC_SUFFIXES, write_mrc
@@ -22,7 +24,7 @@ def convert_to_zarr(
     source: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    chunks: int = 128,
+    chunks: int = DEFAULT_CHUNK,
     compression: str = "blosc-zstd",
     levels: int = 3,
     overwrite: bool = False,
@@ -55,7 +57,7 @@ def zarr_name_for(source: Path) -> str:
 
 
 def plan_conversions(
-    sources: list[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False
+    sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False
 ) -> list[tuple[Path, Path]]:
     """Check every input and output before anything is written; return (source, target) pairs.
 

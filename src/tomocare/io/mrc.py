@@ -22,6 +22,7 @@ import mrcfile
 import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path
 from tomocare.io.blocks import write_blocks
@@ -224,7 +225,7 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
     return MrcArray(str(path.resolve()), shape, file_dtype.str, offset, header)
 
 
-def mrc_to_dask(source: MrcArray, chunks: int | tuple[int, ...] = 128) -> da.Array:
+def mrc_to_dask(source: MrcArray, chunks: int | tuple[int, ...] = DEFAULT_CHUNK) -> da.Array:
     """A dask array over an MRC file; each task maps only the chunk it reads."""
     name = f"mrc-{dask.base.tokenize(source.path, source.shape, source.file_dtype, os.path.getmtime(source.path))}"
     return da.from_array(source, chunks=chunks, lock=False, asarray=True, name=name, meta=np.empty((0,) * source.ndim, source.dtype))

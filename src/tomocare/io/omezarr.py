@@ -22,6 +22,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from tomocare import __version__
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path
 from tomocare.io.blocks import write_blocks
@@ -29,7 +30,6 @@ from tomocare.io.stats import Stats, block_stats
 
 COMPRESSIONS = ("blosc-zstd", "zstd", "none")
 AXES = ("z", "y", "x")
-DEFAULT_CHUNK = 128  # default chunk edge, in voxels, of the images tomocare writes
 
 
 def codecs_for(compression: str) -> list:
@@ -142,7 +142,7 @@ def write_ome_zarr(
     path: str | os.PathLike,
     *,
     voxel_size: tuple[float, float, float],
-    chunks: int | tuple[int, ...] = 128,
+    chunks: int | tuple[int, ...] = DEFAULT_CHUNK,
     compression: str = "blosc-zstd",
     levels: int = 3,
     attrs: dict | None = None,

@@ -16,11 +16,11 @@ import dask
 import dask.array as da
 import numpy as np
 
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.mrc import MrcArray, MrcHeader, mrc_to_dask, open_mrc
 from tomocare.io.omezarr import is_zarr, known_voxel_size, open_ome_zarr, voxel_size_from_attrs
 from tomocare.io.stats import Stats, block_stats
-
 
 Zyx = tuple[float, float, float]  # (z, y, x)
 
@@ -47,7 +47,7 @@ class Volume:
     def to_dask(self, chunks: int | tuple[int, ...] | None = None) -> da.Array:
         """A dask array over the file; zarr chunks by default, 128³ for MRC."""
         if isinstance(self.array, MrcArray):
-            return mrc_to_dask(self.array, chunks or 128)
+            return mrc_to_dask(self.array, chunks or DEFAULT_CHUNK)
         return da.from_zarr(self.array, chunks=chunks or self.array.chunks)
 
 

@@ -6,7 +6,6 @@ One place for what training and prediction both need, so both decide the same wa
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import TypeVar
 
 import torch
@@ -30,8 +29,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def default_threads() -> int:
-    """All cores of this process (its CPU affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """All cores this process may use (affinity, cgroup quota), counted as the local cluster counts them."""
+    from tomocare.cluster import usable_cores
+
+    return usable_cores()
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -13,8 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tomocare.nn.architecture import Upsample, UNetConfig
-
+from tomocare.nn.architecture import UNetConfig, Upsample
 
 
 def _conv(ndim: int, c_in: int, c_out: int, kernel_size: int) -> nn.Module:

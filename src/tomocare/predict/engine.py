@@ -27,13 +27,14 @@ from distributed import Client, as_completed
 
 from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
-from tomocare.io.atomic import commit, output_lock, refuse_inputs, remove, temporary_sibling
-from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
+from tomocare.io.atomic import check_output, commit, output_lock, refuse_inputs, remove, temporary_sibling
 from tomocare.io.discover import Pair, open_pair
+from tomocare.io.omezarr import create_level, write_image_metadata, write_pyramid
 from tomocare.io.stats import Stats, block_stats
 from tomocare.io.volume import Volume, compute_stats, open_volume
 from tomocare.predict.operator import BlockOperator, opened
 from tomocare.predict.plan import BlockPlan, Shape, network_geometry, read_tiles, round_up
+from tomocare.progress import block_progress
 from tomocare.train.sampler import LazyArray, describe
 
 log = logging.getLogger(__name__)
@@ -226,8 +227,7 @@ def finished_output(planned: BlockRun) -> Stats | None:
 
 def _run(planned: BlockRun, client: Client, *, overwrite: bool, progress: bool) -> Stats:
     out = planned.out
-    if out.exists() and not overwrite:
-        raise TomocareError(f"{out}: output exists (use --overwrite to replace it)")
+    check_output(out, overwrite=overwrite)
     tmp = temporary_sibling(out)
     fingerprint = planned.fingerprint()
     done = _resume_state(tmp, fingerprint)
@@ -299,7 +299,7 @@ def _submit_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, p
     todo = [b.index for b in job.plan.blocks() if b.index not in done]
     threads = sum(client.nthreads().values()) or 1
     in_flight = max(4, 3 * threads)
-    bar = _progress(job.plan.n_blocks, len(done), progress, name)
+    bar = block_progress(job.plan.n_blocks, len(done), progress, name)
     results = dict(done)
     with done_file.open("a") as log_file:
         pending = iter(todo)
@@ -354,38 +354,3 @@ def _take(iterator, n: int) -> list:
         if len(out) == n:
             break
     return out
-
-
-def _progress(total: int, start: int, enabled: bool, name: str = "blocks"):
-    """A rich progress bar over blocks on a terminal; otherwise a log line on ``tomocare.progress``
-    at most every ``LOG_INTERVAL`` seconds and at the end (blocks done / total, rate)."""
-    if not enabled:
-        import time
-
-        from tomocare.train import progress as training_progress
-
-        t0 = last = time.monotonic()
-        done = start
-
-        def log_line(n: int, close: bool = False) -> None:
-            nonlocal done, last
-            done += n
-            now = time.monotonic()
-            if close or now - last >= training_progress.LOG_INTERVAL:
-                last = now
-                rate = (done - start) / max(now - t0, 1e-9)
-                training_progress.progress_log.info("%s: %d/%d blocks, %.2f blocks/s", name, done, total, rate)
-
-        return log_line
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    task = bar.add_task(name, total=total, completed=start)
-    bar.start()
-
-    def advance(n: int, close: bool = False) -> None:
-        bar.advance(task, n)
-        if close:
-            bar.stop()
-
-    return advance

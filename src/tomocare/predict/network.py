@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
+from tomocare.config import Precision, PredictSettings
 from tomocare.errors import TomocareError
 from tomocare.model import Model
 from tomocare.predict.operator import BlockOperator, Shape, TileFunction
-
-from tomocare.config import PredictSettings, Precision
 
 if TYPE_CHECKING:
     from tomocare.io.volume import Volume
@@ -143,4 +142,3 @@ class NetworkOperator(BlockOperator):
         yield lambda tiles: run_network(net, tiles, mean=model.mean, std=model.std, precision=self.precision,
                                         halo=model.halo, factor=model.factor, max_voxels=self.max_voxels,
                                         orientations=self.orientations)
-        del net

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from tomocare.nn.device import autocast, channels_last, prepare
-from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles, reflect_pad, round_up
+from tomocare.predict.plan import Block, BlockPlan, network_geometry, read_tiles, round_up
 
 #: Flips (axes counted from the end: x is -1) under which the network sees its inputs, in turn: the
 #: even half the first, the odd half the second, and so on. A network is not exactly equivariant

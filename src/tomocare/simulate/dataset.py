@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path, check_output, check_output_dir
 from tomocare.io.mrc import write_mrc
@@ -30,7 +31,7 @@ def simulate_dataset(
     snr: float = 0.1,
     tilt_range: float = 60.0,
     voxel_size: float = 10.0,
-    chunks: int | tuple[int, int, int] = 128,
+    chunks: int | tuple[int, int, int] = DEFAULT_CHUNK,
     overwrite: bool = False,
 ) -> list[dict]:
     """Write ``tomo_NNN_{even,odd,clean}.mrc`` and ``tomo_NNN_particles.csv`` into ``out_dir``.

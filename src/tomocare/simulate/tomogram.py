@@ -30,6 +30,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.simulate.fourier import wedge_halo
 from tomocare.simulate.noise import noise_block
@@ -72,7 +73,7 @@ def simulate_tomogram(
     snr: float = 0.1,
     tilt_range: float = 60.0,
     voxel_size: float = 10.0,
-    chunks: int | tuple[int, int, int] = 128,
+    chunks: int | tuple[int, int, int] = DEFAULT_CHUNK,
 ) -> SimulatedTomogram:
     """Simulate a tomogram lazily; ``snr`` = var(clean) / var(noise of one half).
 

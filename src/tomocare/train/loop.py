@@ -24,12 +24,13 @@ import torch
 from torch.nn import functional as F
 
 from tomocare.errors import TomocareError
-from tomocare.nn import UNet
-from tomocare.train.config import RESUMABLE, TrainConfig
+from tomocare.io.atomic import atomic_path, write_atomic
 from tomocare.model import MODEL_JSON, save_model, update_extra
+from tomocare.nn import UNet
 from tomocare.nn.device import autocast, channels_last, default_threads, pick_device
+from tomocare.progress import ProgressBar, progress_log, write_history
+from tomocare.train.config import RESUMABLE, TrainConfig
 from tomocare.train.plan import DEFAULT_BUDGET, TrainingPlan, lr_factor, plan_training, smallest_patch
-from tomocare.train.progress import ProgressBar, progress_log, write_history
 from tomocare.train.sampler import (
     Augment,
     Batch,
@@ -205,10 +206,8 @@ class _Run:
             "normalization": {"mean": self.model_args["mean"], "std": self.model_args["std"]},
             "torch_rng": torch.get_rng_state(),
         }
-        path = self.out_dir / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.partial")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.out_dir / CHECKPOINT, overwrite=True) as tmp:
+            torch.save(checkpoint, tmp)
 
     def restore(self, checkpoint: dict) -> None:
         self.net.load_state_dict(checkpoint["model"])
@@ -380,7 +379,7 @@ def train(
         provenance = {"config": config.model_dump(), "plan": plan.to_dict(), "mean": mean, "std": std,
                       "voxel_size": voxel_size, "trained_on": trained_on,
                       "validation_start_y": list(patch_plan.val_start)}
-        (out_dir / CONFIG_JSON).write_text(json.dumps(provenance, indent=2) + "\n")
+        write_atomic(out_dir / CONFIG_JSON, json.dumps(provenance, indent=2) + "\n")
 
         torch.manual_seed(config.seed)
         net = channels_last(UNet(config.network()).to(device))
@@ -405,7 +404,7 @@ def train(
     summary = run.summary(reason)
     if (out_dir / MODEL_JSON).exists():
         update_extra(out_dir, {"training": summary})
-    (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(out_dir / "training_summary.json", json.dumps(summary, indent=2) + "\n")
     progress_log.info("training stopped at step %d (%s); best validation loss %.5g at validation %d of %d "
                       "(%.0f s, %.0f s of it waiting for patches)", run.state.step, reason, run.state.best_val,
                       run.state.best_epoch, run.state.epoch, time.monotonic() - started, run.data_wait)

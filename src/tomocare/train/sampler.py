@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -194,7 +194,7 @@ def _draw_corners(
 
 
 def plan_patches(
-    shapes: Sequence[tuple[int, int, int]],
+    shapes: Sequence[tuple[int, ...]],
     *,
     patch_size: int,
     n_train: int,
@@ -345,7 +345,7 @@ class PatchStream:
             extract_batch, pairs, items, self.patch_size, self.mean, self.std, params, self.ndim, pure=False
         )
 
-    def batches(self, start: int = 0) -> Iterator[Batch]:
+    def batches(self, start: int = 0) -> Generator[Batch, None, None]:
         """Batches from ``start`` on: endless with ``shuffle``, else up to the end of ``items``."""
         stop = None if self.shuffle else len(self)
         pending: deque = deque()
