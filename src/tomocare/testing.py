@@ -76,17 +76,9 @@ class RecordingOperator(BlockOperator):
     inner: BlockOperator
     log: str
 
-    @property
-    def halo(self) -> int:
-        return self.inner.halo
-
-    @property
-    def factor(self) -> int:
-        return self.inner.factor
-
-    @property
-    def ndim(self) -> int:
-        return self.inner.ndim
+    halo = property(lambda self: self.inner.halo)
+    factor = property(lambda self: self.inner.factor)
+    ndim = property(lambda self: self.inner.ndim)
 
     def identity(self) -> dict:
         return self.inner.identity()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
+from tomocare.cli.options import Overwrite, Scheduler, Seed, VoxelSize, Workers, open_client
 from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 
@@ -21,8 +21,8 @@ def simulate(
     shape: Annotated[tuple[int, int, int], typer.Option(help="Volume shape z y x, in voxels.")] = (96, 192, 192),
     snr: Annotated[float, typer.Option(help="Signal-to-noise ratio of each half (signal variance / noise variance).")] = 0.1,
     tilt_range: Annotated[float, typer.Option(help="Maximum tilt angle in degrees (missing wedge beyond it).")] = 60.0,
-    voxel_size: Annotated[float, typer.Option(help="Voxel size in Å.")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same dataset.")] = 0,
+    voxel_size: VoxelSize = 10.0,
+    seed: Seed = 0,
     chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = DEFAULT_CHUNK,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
@@ -31,7 +31,6 @@ def simulate(
     """Write a synthetic dataset with ground truth: NAME_even/_odd/_clean.mrc and particle positions."""
     from tomocare.simulate import simulate_dataset
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     with open_client(scheduler, workers):
         written = simulate_dataset(
             out_dir, n_tomograms=n, shape=shape, seed=seed, snr=snr, tilt_range=tilt_range,

@@ -18,6 +18,8 @@ Scheduler = Annotated[
 ]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes of the local cluster (default: one per core).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
+VoxelSize = Annotated[float, typer.Option(help="Voxel size in Å.")]
+Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")]
 
 
 def with_default(text: str, model: type[BaseModel], field: str) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, cast
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client
+from tomocare.cli.options import Overwrite, Scheduler, Seed, VoxelSize, Workers, open_client
 
 if TYPE_CHECKING:
     from tomocare.tilt.wbp import Window
@@ -28,8 +28,8 @@ def simulate_tilts(
     max_angle: Annotated[float, typer.Option(help="Largest tilt angle, degrees.")] = 60.0,
     step: Annotated[float, typer.Option(help="Tilt increment, degrees (dose-symmetric acquisition order).")] = 3.0,
     dose: Annotated[float, typer.Option(help="Electrons per pixel per tilt.")] = 20.0,
-    voxel_size: Annotated[float, typer.Option(help="Voxel size in Å.")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Seed = 0,
+    voxel_size: VoxelSize = 10.0,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -37,7 +37,6 @@ def simulate_tilts(
     """Simulated aligned tilt series with ground truth: NAME.mrc, NAME.tlt, NAME_order.csv, NAME_phantom.mrc..."""
     from tomocare.simulate.tiltseries import simulate_tilt_series, write_tilt_series
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     with open_client(scheduler, workers):
         for i in range(n):
             sim = simulate_tilt_series(shape, max_angle=max_angle, step=step, dose=dose,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import os
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 
-from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path, check_output, check_output_dir
 from tomocare.io.mrc import write_mrc
@@ -22,26 +23,29 @@ def tomogram_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, np.uint32)[0])
 
 
+class TomogramOptions(TypedDict, total=False):
+    """What :func:`simulate_tomogram` takes besides the seed (its defaults apply to what is left out)."""
+
+    shape: tuple[int, int, int]
+    snr: float
+    tilt_range: float
+    voxel_size: float
+    chunks: int | tuple[int, int, int]
+
+
 def simulate_dataset(
-    out_dir: str | os.PathLike,
-    *,
-    n_tomograms: int = 2,
-    shape: tuple[int, int, int] = (96, 192, 192),
-    seed: int = 0,
-    snr: float = 0.1,
-    tilt_range: float = 60.0,
-    voxel_size: float = 10.0,
-    chunks: int | tuple[int, int, int] = DEFAULT_CHUNK,
-    overwrite: bool = False,
+    out_dir: str | os.PathLike, *, n_tomograms: int = 2, seed: int = 0, overwrite: bool = False,
+    **tomogram: Unpack[TomogramOptions],
 ) -> list[dict]:
     """Write ``tomo_NNN_{even,odd,clean}.mrc`` and ``tomo_NNN_particles.csv`` into ``out_dir``.
 
-    Tomogram ``i`` uses :func:`tomogram_seed` (seed, i). Volumes are computed block by block on
+    Tomogram ``i`` is ``simulate_tomogram(seed=tomogram_seed(seed, i), **tomogram)``. Volumes are computed block by block on
     the current dask scheduler while they are written. Existing files are refused (checked for
     all tomograms before anything is written) unless ``overwrite``. Returns one dict per
     tomogram: name, seed, noise_std and the paths even, odd, clean, particles.
     """
-    validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks)
+    defaults = {k: p.default for k, p in inspect.signature(simulate_tomogram).parameters.items() if k != "seed"}
+    validate_arguments(**{**defaults, **tomogram, "seed": seed})
     if not isinstance(n_tomograms, numbers.Integral) or isinstance(n_tomograms, bool) or n_tomograms < 1:
         raise TomocareError(f"simulate: n_tomograms must be a positive integer, got {n_tomograms!r}")
     out = Path(out_dir)
@@ -57,8 +61,7 @@ def simulate_dataset(
         plans.append((name, paths))
     written = []
     for i, (name, paths) in enumerate(plans):
-        sim = simulate_tomogram(shape, seed=tomogram_seed(seed, i), snr=snr, tilt_range=tilt_range,
-                                voxel_size=voxel_size, chunks=chunks)
+        sim = simulate_tomogram(seed=tomogram_seed(seed, i), **tomogram)
         for kind in ("even", "odd", "clean"):
             write_mrc(getattr(sim, kind), paths[kind], voxel_size=sim.voxel_size, overwrite=overwrite)
         write_particles(sim.particles, paths["particles"], overwrite=overwrite)

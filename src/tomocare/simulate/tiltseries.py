@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 
 from tomocare.errors import TomocareError
-from tomocare.io.atomic import check_output
+from tomocare.io.atomic import check_output, check_output_dir
 from tomocare.io.mrc import write_mrc
 from tomocare.simulate.tomogram import simulate_tomogram
 from tomocare.tilt.angles import dose_symmetric_ranks, tilt_range_angles, write_order, write_tlt
@@ -189,8 +189,10 @@ def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *, ov
         "angles": prefix.with_name(prefix.name + ".tlt"),
         "order": prefix.with_name(prefix.name + "_order.csv"),
     }
+    check_output_dir(prefix.parent)
     for path in paths.values():
         check_output(path, overwrite=overwrite)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     for kind in ("noisy", "clean", "projections", "phantom", "wedge_clean"):
         write_mrc(getattr(sim, kind), paths[kind], voxel_size=sim.voxel_size, overwrite=overwrite)
     write_tlt(paths["angles"], sim.angles)
