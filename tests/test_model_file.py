@@ -106,12 +106,12 @@ def _edit_json(directory, **changes) -> None:
         (lambda d: _edit_json(d, architecture={"depth": 2, "base_channels": 8, "upsample": "linear"}), "incompatible or corrupt"),
         (lambda d: _edit_json(d, normalization={}), "incompatible or corrupt"),
         (lambda d: _edit_json(d, halo=4), "disagree with the network"),
-        (lambda d: _edit_json(d, architecture={"depth": 7}), "architecture: depth: Input should be less than or equal to 6"),
-        (lambda d: _edit_json(d, architecture={"base_channels": 3000}), "architecture: base_channels: .*less than or equal to 256"),
+        (lambda d: _edit_json(d, architecture={"depth": 7}), "architecture.depth: Input should be less than or equal to 6"),
+        (lambda d: _edit_json(d, architecture={"base_channels": 3000}), "architecture.base_channels: .*less than or equal to 256"),
         (lambda d: _edit_json(d, architecture={"kernel_size": 4}), "architecture: .*kernel_size must be odd"),
-        (lambda d: _edit_json(d, architecture={"ndim": 4}), "architecture: ndim: "),
-        (lambda d: _edit_json(d, architecture={"depth": 2, "layers": 3}), "architecture: layers: Extra inputs"),
-        (lambda d: _edit_json(d, architecture=[2, 16]), "architecture: "),
+        (lambda d: _edit_json(d, architecture={"ndim": 4}), "architecture.ndim: "),
+        (lambda d: _edit_json(d, architecture={"depth": 2, "layers": 3}), "architecture.layers: Extra inputs"),
+        (lambda d: _edit_json(d, architecture=[2, 16]), "model.json: architecture: "),
     ],
 )
 def test_broken_models_raise_one_line_errors(saved, damage, message):
