@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"] if gpus else ["fp32"],
                         choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--repeats", type=int, default=20 if gpus else 1, help="bare-network calls timed (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=20 if gpus else 1,
+                        help="bare-network calls timed (after one warm-up)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench-gpu"))
     args = parser.parse_args()
     precisions = sorted(set(args.precision), key=lambda p: p != "fp32") if gpus else ["fp32"]  # fp32 first
@@ -105,8 +106,9 @@ def main() -> None:
     inputs = make_inputs(args.workdir, tuple(args.shape))
     bare_net = prepare(net.to(device))
     name = torch.cuda.get_device_name(0) if gpus else f"CPU, {cores} cores"
-    print(f"device: {name}; network {net.config.model_dump()} halo {net.halo}; volume {tuple(args.shape)}, block {args.block}, "
-          f"tile {args.block + 2 * net.halo}; engine: {'1 worker = 1 GPU' if gpus else f'{workers} workers x 1 thread'}")
+    print(f"device: {name}; network {net.config.model_dump()} halo {net.halo}; volume {tuple(args.shape)}, "
+          f"block {args.block}, tile {args.block + 2 * net.halo}; "
+          f"engine: {'1 worker = 1 GPU' if gpus else f'{workers} workers x 1 thread'}")
 
     results: dict = {"device": name, "gpus": gpus, "network": net.config.model_dump(), "halo": net.halo,
                      "shape": list(args.shape), "block": args.block, "engine_workers": workers, "precision": {}}
@@ -116,12 +118,15 @@ def main() -> None:
             torch.cuda.empty_cache()  # leave the GPU to the engine's worker
         out = args.workdir / f"out_{precision}.zarr"
         cold, warm, _ = engine_speed(model, inputs, out, workers, args.block, precision)
-        row = {"bare_voxels_per_s": round(bare), "engine_voxels_per_s": round(warm), "engine_cold_voxels_per_s": round(cold),
-               "engine_to_bare_ratio": round(warm / bare, 3), "pair_1024x4096x4096_hours_per_device": round(hours(warm), 2)}
+        row = {"bare_voxels_per_s": round(bare), "engine_voxels_per_s": round(warm),
+               "engine_cold_voxels_per_s": round(cold), "engine_to_bare_ratio": round(warm / bare, 3),
+               "pair_1024x4096x4096_hours_per_device": round(hours(warm), 2)}
         if gpus:
             row["pair_1024x4096x4096_hours_all_gpus"] = round(hours(warm * gpus), 2)
         if precision != "fp32" and "fp32" in precisions:
-            row["max_abs_deviation_over_std_vs_fp32"] = float(f"{relative_deviation(args.workdir / 'out_fp32.zarr', out):.3g}")
+            row["max_abs_deviation_over_std_vs_fp32"] = float(
+                f"{relative_deviation(args.workdir / 'out_fp32.zarr', out):.3g}"
+            )
         results["precision"][precision] = row
         per = "per GPU" if gpus else "whole CPU"
         line = (f"{precision}: engine {warm / 1e6:.3f} Mvoxel/s {per} warm ({cold / 1e6:.3f} cold); bare network "

@@ -80,7 +80,8 @@ def main() -> None:
                 elapsed = time.perf_counter() - t
             rows.append({"gib": size, "shape": shape, "blocks": setup.plan.n_blocks, "seconds": round(elapsed, 1),
                          "voxels_per_s": round(np.prod(shape) / elapsed), "peak_rss_bytes": rss.peak})
-            print(f"{size:>6g} GiB {shape}: {setup.plan.n_blocks} blocks in {elapsed:.0f} s, peak RSS {gib(rss.peak)}", flush=True)
+            print(f"{size:>6g} GiB {shape}: {setup.plan.n_blocks} blocks in {elapsed:.0f} s, peak RSS {gib(rss.peak)}",
+                  flush=True)
             if not args.keep_inputs:
                 src.unlink()
             shutil.rmtree(out, ignore_errors=True)

@@ -5,8 +5,8 @@
 * bare network: the same network on in-memory tiles of the engine's tile size (block + halo),
   an even and an odd tile per forward pass as the engine does, in one process using all cores;
   output voxels per second = block voxels / time per pair of tiles.
-* engine: ``plan_run`` + ``run_blocks`` (the network's operator) from zarr inputs to a zarr output on a LocalCluster of worker
-  processes (1 thread each), including reading, padding, averaging, writing and the pyramid.
+* engine: ``plan_run`` + ``run_blocks`` (the network's operator) from zarr inputs to a zarr output on a LocalCluster
+  of worker processes (1 thread each), including reading, padding, averaging, writing and the pyramid.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def bare_speed(net: UNet, block: int, threads: int, repeats: int = 3) -> float:
     return block**3 * repeats / (time.perf_counter() - t)
 
 
-def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block: int, precision: str = "fp32") -> tuple[float, float, dict]:
+def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block: int,
+                 precision: str = "fp32") -> tuple[float, float, dict]:
     """Voxels/s of a cold run (workers load torch and the model) and of a second, warm run."""
     settings = PredictSettings(chunks=block, precision=precision)
     setup = plan_run(NetworkOperator.from_settings(Model.read(model), settings), inputs, out, settings)
@@ -76,7 +77,8 @@ def engine_speed(model: Path, inputs: list[Path], out: Path, workers: int, block
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 512), help="multiples of --block keep every tile equal to the bare network's")
+    parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 512),
+                        help="multiples of --block keep every tile equal to the bare network's")
     parser.add_argument("--block", type=int, default=128)
     default = TrainConfig()  # the network 'tomocare train' builds unless told otherwise
     parser.add_argument("--depth", type=int, default=default.depth)
@@ -114,7 +116,8 @@ def main() -> None:
         "engine_to_bare_ratio": round(eng2 / bare, 3),
         "speedup_workers": round(eng2 / eng1, 3),
     }
-    print(f"network {net.config.model_dump()} halo {net.halo}; volume {tuple(plan['shape'])}, block {args.block}, tile {plan['tile']}")
+    print(f"network {net.config.model_dump()} halo {net.halo}; volume {tuple(plan['shape'])}, block {args.block}, "
+          f"tile {plan['tile']}")
     print(f"computed-to-output voxel ratio: {plan['computed_to_output_ratio']}")
     print(f"bare network, even+odd tiles: {bare_threads / 1e6:.3f} Mvoxel/s with {cores} threads, "
           f"{bare_one / 1e6:.3f} with 1 thread; reference = {bare / 1e6:.3f} Mvoxel/s")

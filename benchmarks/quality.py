@@ -99,7 +99,8 @@ def tune(name: str, avg: np.ndarray, clean: np.ndarray) -> tuple[dict, np.ndarra
 
 
 def resolution(a: np.ndarray, b: np.ndarray, voxel: float, threshold: float) -> float:
-    """FSC crossing in Å (volumes with soft edges, see ``evaluate.fsc``); a curve that never crosses is reported at Nyquist."""
+    """FSC crossing in Å (volumes with soft edges, see ``evaluate.fsc``); a curve that never crosses is reported at
+    Nyquist."""
     return fsc(a, b, voxel).crossing(threshold) or 2 * voxel
 
 
@@ -217,14 +218,16 @@ def table(result: dict) -> str:
         cells = " | ".join(fmt[k].format(row[k]) for k, _, _ in COLUMNS)
         lines.append(f"| {name} | {cells} | {row['params']} |")
     if result["gain_over_best_filter_db"] is not None:
-        lines.append(f"\ntomocare - best filter ({result['best_filter']}): {result['gain_over_best_filter_db']:+.2f} dB; "
+        lines.append(f"\ntomocare - best filter ({result['best_filter']}): "
+                     f"{result['gain_over_best_filter_db']:+.2f} dB; "
                      f"peak memory {result['peak_rss_gib']:.2f} GiB; stopped: {result['training'].get('stop_reason')}")
     return "\n".join(lines)
 
 
 def summary(results: list[dict]) -> str:
     lines = ["\n## Median over seeds (default settings)", "",
-             "| SNR | seeds | tomocare PSNR | best filter PSNR | gain (dB), median [min, max] | peak memory (GiB), max |",
+             "| SNR | seeds | tomocare PSNR | best filter PSNR | gain (dB), median [min, max] "
+             "| peak memory (GiB), max |",
              "|---|---|---:|---:|---:|---:|"]
     for snr in sorted({r["snr"] for r in results}, reverse=True):
         rs = [r for r in results if r["snr"] == snr]

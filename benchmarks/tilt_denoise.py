@@ -33,7 +33,8 @@ from _measure import machine, save
 
 from tomocare.evaluate.fsc import FSC
 
-TRAINING = "[train]\npatch_size = 32\nbatch_size = 8\nn_patches = 2000\nn_val_patches = 64\nsteps_per_epoch = 100\nlr = 1e-3\n"
+TRAINING = ("[train]\npatch_size = 32\nbatch_size = 8\nn_patches = 2000\nn_val_patches = 64\n"
+            "steps_per_epoch = 100\nlr = 1e-3\n")
 
 
 def tomocare(*args: str, cwd: Path) -> float:
@@ -49,12 +50,15 @@ def run(shape=(64, 160, 160), dose=10.0, seed=3, time_limit=240.0, workdir=Path(
     (workdir / "train.toml").write_text(TRAINING)
     z = str(shape[0])
     seconds = {
-        "simulate": tomocare("simulate-tilts", "data", "--shape", *map(str, shape), "--dose", str(dose), "--seed", str(seed), cwd=workdir),
-        "reconstruct_halves": tomocare("reconstruct", "data/ts_000.mrc", "rec/ts_000.mrc", "--angles", "data/ts_000.tlt",
-                                       "--order", "data/ts_000_order.csv", "--split", "even-odd", "--thickness", z, cwd=workdir),
+        "simulate": tomocare("simulate-tilts", "data", "--shape", *map(str, shape), "--dose", str(dose),
+                             "--seed", str(seed), cwd=workdir),
+        "reconstruct_halves": tomocare("reconstruct", "data/ts_000.mrc", "rec/ts_000.mrc",
+                                       "--angles", "data/ts_000.tlt", "--order", "data/ts_000_order.csv",
+                                       "--split", "even-odd", "--thickness", z, cwd=workdir),
         "reconstruct_clean": tomocare("reconstruct", "data/ts_000_clean.mrc", "rec/ts_000_clean.mrc",
                                       "--angles", "data/ts_000.tlt", "--thickness", z, cwd=workdir),
-        "denoise": tomocare("denoise", "rec", "--out", "den", "--time-limit", str(time_limit), "--config", "train.toml", cwd=workdir),
+        "denoise": tomocare("denoise", "rec", "--out", "den", "--time-limit", str(time_limit),
+                            "--config", "train.toml", cwd=workdir),
     }
     summary = json.loads((workdir / "den" / "report" / "summary.json").read_text())
     row = next(r for r in summary if r["name"] == "ts_000")
@@ -63,7 +67,8 @@ def run(shape=(64, 160, 160), dose=10.0, seed=3, time_limit=240.0, workdir=Path(
     history = json.loads((workdir / "den" / "model" / "history.json").read_text())
     return {"shape": list(shape), "dose_per_tilt": dose, "seed": seed, "time_limit_s": time_limit, "seconds": seconds,
             "training_steps": history[-1]["step"] if history else 0, "report": row,
-            "fsc": [{k: float(v) for k, v in s.items() if k in ("frequency_per_A", "resolution_A", "fsc_raw", "fsc_denoised")}
+            "fsc": [{k: float(v) for k, v in s.items()
+                     if k in ("frequency_per_A", "resolution_A", "fsc_raw", "fsc_denoised")}
                     for s in shells],
             "machine": machine()}
 

@@ -90,7 +90,8 @@ def compare(shape=(64, 128, 128), dose=20.0, seed=1, time_limit: float | None = 
         cfg3 = TrainConfig(patch_size=32, batch_size=4, n_patches=1200, **common)
         net, info = load_model(train([tuple(halves)], workdir / "t2t", config=cfg3, client=client))
         t2t = np.mean([apply_network(net, info, h) for h in halves], axis=0)
-        results["t2t"] = {**score(t2t), "seconds": round(time.perf_counter() - t0, 1), "best_step": info.extra["training"]["step"]}
+        results["t2t"] = {**score(t2t), "seconds": round(time.perf_counter() - t0, 1),
+                          "best_step": info.extra["training"]["step"]}
 
         cfg2 = TrainConfig(ndim=2, patch_size=64, batch_size=8, **common)
         for name, pair in (("p2p_df", (frames_even, frames_odd)), ("p2p_tap", adjacent_tilt_pairs(full))):
@@ -100,7 +101,8 @@ def compare(shape=(64, 128, 128), dose=20.0, seed=1, time_limit: float | None = 
                 restored = apply_network(net, info, frames_even) + apply_network(net, info, frames_odd)
             else:
                 restored = apply_network(net, info, full)
-            results[name] = {**score(reconstruct_slab(restored, angles, nz)), "seconds": round(time.perf_counter() - t0, 1),
+            results[name] = {**score(reconstruct_slab(restored, angles, nz)),
+                             "seconds": round(time.perf_counter() - t0, 1),
                              "best_step": info.extra["training"]["step"]}
     return results
 
@@ -118,7 +120,8 @@ def main() -> None:
     for method in ("raw", "t2t", "p2p_df", "p2p_tap"):
         r = results[method]
         print(f"{method:8s} PSNR vs phantom {r['psnr_phantom_db']:6.2f} dB, vs wedge-filtered phantom "
-              f"{r['psnr_wedge_db']:6.2f} dB" + (f" (best model at step {r['best_step']}, {r['seconds']} s)" if "best_step" in r else ""))
+              f"{r['psnr_wedge_db']:6.2f} dB"
+              + (f" (best model at step {r['best_step']}, {r['seconds']} s)" if "best_step" in r else ""))
     save(results, f"tilt_t2t_vs_p2p_dose{args.dose:g}")
 
 

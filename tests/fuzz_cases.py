@@ -256,7 +256,8 @@ def mrc_cases() -> list[Case]:
         add("header axis order", EITHER, f"mapc,mapr,maps={order}", _patched([(64, _i32(*order))]))
     for stamp in (b"MAP\x00", b"map ", b"\x00\x00\x00\x00", b"PAM "):
         add("header map", EITHER, f"map={stamp!r}", _patched([(208, stamp)]))
-    for stamp in (b"\x11\x11\x00\x00", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x44\x44\x00\x00", b"\x11\x00\x00\x00"):
+    for stamp in (b"\x11\x11\x00\x00", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x44\x44\x00\x00",
+                  b"\x11\x00\x00\x00"):
         add("header machine stamp", EITHER, f"machst={stamp!r}", _patched([(212, stamp)]))
     add("header labels", VALID, "labels of 0xff", _patched([(220, _i32(10)), (224, b"\xff" * 800)]))
     add("header labels", EITHER, "nlabl=-5", _patched([(220, _i32(-5))]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import numpy as np
 import pytest
 from helpers import write_test_mrc
@@ -20,7 +22,8 @@ BLOCK = (10, 16, 14)  # divides none of the axes
 @pytest.fixture(scope="module")
 def volume() -> np.ndarray:
     rng = np.random.default_rng(0)
-    return (ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.0) * 3 + rng.standard_normal(SHAPE)).astype(np.float32)
+    return (ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.0) * 3
+            + rng.standard_normal(SHAPE)).astype(np.float32)
 
 
 def blockwise(f: Filter, volume: np.ndarray, block=BLOCK) -> np.ndarray:
@@ -113,7 +116,7 @@ def test_one_class_per_filter_built_by_name_or_directly():
         Median(4)  # validated on construction, not only by make_filter
     with pytest.raises(TomocareError, match="iterations must be an integer"):
         make_filter("nad", iterations=2.5)
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         Median(3).size = 5  # frozen: its identity cannot change under a run
 
 
@@ -122,7 +125,8 @@ def test_nad_scale_defaults_to_the_input_std(tmp_path, volume):
     bound = make_filter("nad", iterations=1).bind([open_volume(path)])
     assert bound.scale == pytest.approx(compute_stats(open_volume(path)).std) and bound.scale != 1.0
     assert make_filter("nad", scale=2.0).bind([open_volume(path)]).scale == 2.0  # a given scale is kept
-    np.testing.assert_array_equal(make_filter("nad", iterations=1)(volume), make_filter("nad", iterations=1, scale=1)(volume))
+    np.testing.assert_array_equal(make_filter("nad", iterations=1)(volume),
+                                  make_filter("nad", iterations=1, scale=1)(volume))
 
 
 @pytest.mark.parametrize(

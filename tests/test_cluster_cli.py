@@ -31,7 +31,8 @@ from tomocare.predict.network import NetworkOperator
 from tomocare.simulate import simulate_dataset
 
 BIN = Path(sys.executable).parent
-TINY = ["--depth", "1", "--channels", "4", "--patch-size", "16", "--batch-size", "2", "--n-patches", "8", "--max-steps", "4"]
+TINY = ["--depth", "1", "--channels", "4", "--patch-size", "16", "--batch-size", "2", "--n-patches", "8",
+        "--max-steps", "4"]
 
 
 def _command(name: str) -> list[str]:
@@ -104,7 +105,8 @@ def test_train_and_predict_on_cli_cluster_equal_local(tmp_path, cli_cluster, pai
     even, odd = pair
     model = tmp_path / "model"
     # Training in this process, patches read by the command-line workers.
-    assert main(["train", "--even", str(even), "--odd", str(odd), "--out", str(model), *TINY, "--scheduler", address]) == 0
+    assert main(["train", "--even", str(even), "--odd", str(odd), "--out", str(model), *TINY,
+                 "--scheduler", address]) == 0
     assert (model / "model.json").exists()
 
     # Prediction by the tomocare executable in its own process, against the scheduler address.
@@ -163,7 +165,8 @@ class _Recorder:
 
 
 def test_local_cluster_choice(monkeypatch):
-    """GPUs + dask-cuda: LocalCUDACluster, one worker per GPU (two threads); without dask-cuda: LocalCluster of processes."""
+    """GPUs + dask-cuda: LocalCUDACluster, one worker per GPU (two threads); without dask-cuda: LocalCluster of
+    processes."""
     class FakeCUDA(_Recorder):
         pass
 
@@ -171,7 +174,8 @@ def test_local_cluster_choice(monkeypatch):
     monkeypatch.setattr(cluster, "gpu_count", lambda: 2)
     monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=FakeCUDA))
     made = cluster._local_cluster(None, None, "auto")
-    assert isinstance(made, FakeCUDA) and made.kwargs["n_workers"] == 2 and made.kwargs["threads_per_worker"] == 2  # I/O overlaps the GPU
+    # I/O overlaps the GPU
+    assert isinstance(made, FakeCUDA) and made.kwargs["n_workers"] == 2 and made.kwargs["threads_per_worker"] == 2
     assert cluster._local_cluster(1, None, "auto").kwargs["n_workers"] == 1
 
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails

@@ -104,7 +104,8 @@ def test_fsc_crossings_and_csv(tmp_path):
     assert res["0.5"] is not None and res["0.143"] is not None
     assert 4.0 < res["0.143"] < res["0.5"]  # Nyquist (2 x 2 Å) < 0.143 < 0.5: 0.5 is reached first
     for threshold, resolution in res.items():  # the crossing interpolates the curve
-        assert np.interp(1 / resolution, curve.frequency, curve.correlation) == pytest.approx(float(threshold), abs=0.02)
+        assert (np.interp(1 / resolution, curve.frequency, curve.correlation)
+                == pytest.approx(float(threshold), abs=0.02))
     write_fsc_csv({"ab": curve}, tmp_path / "fsc.csv")
     table = np.genfromtxt(tmp_path / "fsc.csv", delimiter=",", names=True)
     np.testing.assert_allclose(table["fsc_ab"], curve.correlation, atol=1e-6)
@@ -133,7 +134,8 @@ def test_snr_from_paired_boxes(tmp_path):
     result = estimate_snr(vol, pairs)
     assert result["n_pairs"] == 2 and result["snr"] == pytest.approx(4.0, rel=0.25)
     assert result["snr_db"] == pytest.approx(10 * np.log10(result["snr"]))
-    with pytest.raises(TomocareError, match=r"pair far signal: box z0:10 y0:10 x35:45 is outside the volume of shape \(30, 40, 40\)"):
+    with pytest.raises(TomocareError,
+                       match=r"pair far signal: box z0:10 y0:10 x35:45 is outside the volume of shape \(30, 40, 40\)"):
         estimate_snr(vol, [BoxPair("far", (0, 0, 35, 10, 10, 45), (0, 0, 0, 5, 5, 5))])
     (tmp_path / "bad.csv").write_text("pair,kind,z0,y0,x0,z1,y1,x1\np1,signal,0,0,0,5,5,5\n")
     with pytest.raises(TomocareError, match="needs one signal and one background box"):
@@ -224,7 +226,8 @@ def test_cli_evaluate_bad_input_one_line_exit_2(tmp_path, capsys):
         ([str(a), str(b)], "b.mrc: shape (16, 20, 24) differs from a.mrc's (16, 20, 20)"),
         ([str(a), str(c)], "c.mrc: voxel size 5 x 5 x 5 Å differs from a.mrc's 3.3 x 3.2 x 3.1 Å"),
         ([str(a), "--reference", str(n)], "n.mrc: NaN or infinite values in the reference"),
-        ([str(a), "--boxes", str(boxes)], "pair q background: box z10:20 y10:30 x10:20 is outside the volume of shape (16, 20, 20)"),
+        ([str(a), "--boxes", str(boxes)],
+         "pair q background: box z10:20 y10:30 x10:20 is outside the volume of shape (16, 20, 20)"),
         ([str(a)], "nothing to measure"),
         ([str(tmp_path / "missing.mrc")], "missing.mrc: no such file"),
         ([str(a), str(a), "--polarity", "grey"], "polarity must be one of bright, dark"),

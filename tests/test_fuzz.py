@@ -67,7 +67,8 @@ def env(tmp_path_factory, client) -> Env:
     save_model(d / "model", UNet(depth=1, base_channels=2, residual=False), mean=0.0, std=1.0, voxel_size=fc.VOXEL,
                patch_size=16, trained_on=["t"])
     (d / "train.toml").write_text("[train]\npatch_size = 8\nn_patches = 4\nn_val_patches = 2\nbatch_size = 2\n"
-                                  "depth = 1\nbase_channels = 2\nmax_steps = 2\nsteps_per_epoch = 2\nprogress = false\n")
+                                  "depth = 1\nbase_channels = 2\nmax_steps = 2\nsteps_per_epoch = 2\n"
+                                  "progress = false\n")
     partner = write_test_mrc(d / "g.mrc", fc.PARTNER, voxel_size=(fc.VOXEL,) * 3)
     return Env(partner, d / "model", client.scheduler.address, d / "train.toml")
 
@@ -226,7 +227,8 @@ DRY_RUN = Command("predict --dry-run", lambda x, e, o: [
     "predict", "-m", str(e.model), "--even", str(e.partner), "--odd", str(x), "--out", str(o / "p.zarr"), "--dry-run"],
     (), check_plan, reads_voxels=False, pair=True)
 CONVERT = Command("convert", lambda x, e, o: [
-    "convert", str(x), str(o / "c.zarr"), "--chunks", "16", "--levels", "1", *_on(e)], ("c.zarr",), check_copy("c.zarr"))
+    "convert", str(x), str(o / "c.zarr"), "--chunks", "16", "--levels", "1", *_on(e)],
+    ("c.zarr",), check_copy("c.zarr"))
 EXPORT = Command("export", lambda x, e, o: ["export", str(x), str(o / "e.mrc"), *_on(e)], ("e.mrc",),
                  check_copy("e.mrc"), suffixes=(".zarr",), exports=True)
 BASELINE = Command("baseline gaussian --odd", lambda x, e, o: [

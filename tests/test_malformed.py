@@ -84,7 +84,8 @@ def test_absurd_architectures_and_nested_files_are_refused_before_anything_is_bu
     meta["architecture"]["base_channels"] = 3000
     (bad / "model.json").write_text(json.dumps(meta))
     volume = write_test_mrc(tmp_path / "v.mrc", np.zeros(SHAPE, np.float32), voxel_size=(10.0,) * 3)
-    assert main(["predict", "-m", str(bad), "--input", str(volume), "--out", str(tmp_path / "o.zarr"), "--dry-run"]) == 2
+    assert main(["predict", "-m", str(bad), "--input", str(volume), "--out", str(tmp_path / "o.zarr"),
+                 "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad / 'model.json'}: architecture"), err
     assert "base_channels: Input should be less than or equal to 256" in err

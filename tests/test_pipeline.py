@@ -31,7 +31,8 @@ def dataset(tmp_path_factory, client):
 def model(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("m") / "model"
-    save_model(path, UNet(depth=1, base_channels=4), mean=0.0, std=1.0, voxel_size=10.0, patch_size=16, trained_on=["t"])
+    save_model(path, UNet(depth=1, base_channels=4), mean=0.0, std=1.0, voxel_size=10.0, patch_size=16,
+               trained_on=["t"])
     return path
 
 
@@ -45,7 +46,8 @@ def test_denoise_resumes_after_kill_without_recomputing(tmp_path, dataset, model
            "--chunks", "32", "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
-    while time.time() < deadline and not ((out / "state.json").exists() and _state(out).get("tomo_000", {}).get("status") == "done"):
+    while time.time() < deadline and not ((out / "state.json").exists()
+                                          and _state(out).get("tomo_000", {}).get("status") == "done"):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -88,7 +88,8 @@ def test_resume_continues_the_same_plan(client, pair, tmp_path):
     assert again["plan"] == first["plan"]  # not planned anew: same batch, lr, validation, precision
     for key in ("batch_size", "lr", "n_val_patches", "steps_per_epoch", "precision"):
         assert again["config"][key] == first["config"][key]
-    assert again["config"]["max_steps"] == 12 and torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 12
+    assert (again["config"]["max_steps"] == 12
+            and torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 12)
 
 
 def test_under_trained_when_still_improving_at_the_end():

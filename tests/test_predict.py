@@ -96,7 +96,8 @@ def test_distributed_prediction_equals_whole_volume(tmp_path, client, model_dir,
 
 def test_cli_predict_dry_run_and_bad_block(tmp_path, model_dir, halves, capsys):
     even, odd = halves
-    args = ["predict", "--model", str(model_dir), "--even", str(even), "--odd", str(odd), "--out", str(tmp_path / "o.zarr")]
+    args = ["predict", "--model", str(model_dir), "--even", str(even), "--odd", str(odd),
+            "--out", str(tmp_path / "o.zarr")]
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert '"computed_to_output_ratio"' in out and '"blocks": 1' in out
@@ -156,7 +157,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, small_model, halv
 
 def test_killed_worker_does_not_stop_the_run(tmp_path, small_model, halves):
     model_dir = small_model
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, Client(cluster) as c:
+    with (LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster,
+          Client(cluster) as c):
         setup = _plan(model_dir, list(halves), tmp_path / "k.zarr", chunks=8)
         done = tmp_path / ".k.zarr.partial" / DONE_FILE
         pids = list(c.run(os.getpid).values())
@@ -181,7 +183,8 @@ def test_baseline_on_the_engine_equals_whole_volume_filter(tmp_path, client, hal
     even, odd = halves
     out = tmp_path / "gauss.zarr"
     capsys.readouterr()
-    assert main(["baseline", "gaussian", str(even), str(out), "--odd", str(odd), "--param", "sigma=1.5", "--chunks", "32"]) == 0
+    assert main(["baseline", "gaussian", str(even), str(out), "--odd", str(odd), "--param", "sigma=1.5",
+                 "--chunks", "32"]) == 0
     assert capsys.readouterr().out.startswith(f"{out}: gaussian {{'sigma': 1.5}}, 18 blocks, mean ")
     operator = zarr.open_group(str(out), mode="r").attrs["tomocare"]["operator"]
     assert operator == {"method": "gaussian", "params": {"sigma": 1.5}, "halo": 6}
@@ -194,7 +197,8 @@ def test_baseline_on_the_engine_equals_whole_volume_filter(tmp_path, client, hal
 def test_2d_network_on_an_image_stack(tmp_path, client):
     torch.manual_seed(5)
     net = UNet(ndim=2, depth=2, base_channels=4)
-    model = save_model(tmp_path / "m2d", net, mean=0.0, std=1.0, voxel_size=10.0, patch_size=32, trained_on=["test"]) or tmp_path / "m2d"
+    model = save_model(tmp_path / "m2d", net, mean=0.0, std=1.0, voxel_size=10.0, patch_size=32,
+                       trained_on=["test"]) or tmp_path / "m2d"
     stack = np.random.default_rng(1).normal(size=(5, 70, 66)).astype(np.float32)
     src = write_test_mrc(tmp_path / "stack.mrc", stack, voxel_size=(10.0,) * 3)
     setup = _plan(model, [src], tmp_path / "s.zarr", chunks=32)

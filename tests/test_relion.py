@@ -84,9 +84,11 @@ def test_star_files_that_do_not_describe_half_tomograms_are_one_line_errors(tmp_
     star = _project(tmp_path / "p", ["TS_01"])
     text = star.read_text()
     bad = tmp_path / "p" / "no_halves.star"
-    bad.write_text(text.replace("_rlnTomoReconstructedTomogramHalf2 #9\n", "").replace(" Tomograms/job006/tomograms/rec_TS_01_half2.mrc", ""))
+    bad.write_text(text.replace("_rlnTomoReconstructedTomogramHalf2 #9\n", "")
+                   .replace(" Tomograms/job006/tomograms/rec_TS_01_half2.mrc", ""))
     moved = tmp_path / "p" / "Tomograms" / "job006" / "tomograms" / "rec_TS_01_half2.mrc"
-    for path, expected in [(bad, "no rlnTomoReconstructedTomogramHalf2 column"), (tmp_path / "none.star", "no such STAR file")]:
+    for path, expected in [(bad, "no rlnTomoReconstructedTomogramHalf2 column"),
+                           (tmp_path / "none.star", "no such STAR file")]:
         assert main(["denoise", str(path), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"error: {path}") and expected in err, err

@@ -58,7 +58,8 @@ def test_same_seed_same_bytes_other_seed_other_volume():
     for name in ("clean", "even", "odd"):
         np.testing.assert_array_equal(a[name], b[name])
         assert not np.allclose(a[name], c[name])
-    np.testing.assert_array_equal(simulate_tomogram(SHAPE, seed=3).particles, simulate_tomogram(SHAPE, seed=3).particles)
+    np.testing.assert_array_equal(simulate_tomogram(SHAPE, seed=3).particles,
+                                  simulate_tomogram(SHAPE, seed=3).particles)
 
 
 def test_distributed_workers_give_the_same_bytes(client):

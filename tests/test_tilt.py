@@ -72,7 +72,8 @@ def test_tlt_and_order_files_round_trip(tmp_path):
 def test_ramp_filter_has_no_dc_and_ramps():
     h = ramp_filter(256)
     assert abs(h[0]) < 2e-3 and np.all(np.diff(h[1:]) > 0) and h[-1] == pytest.approx(0.5, abs=0.02)
-    assert ramp_filter(256, "hamming")[-1] < 0.05 and angle_weights(np.array([-3.0, 0, 3])).sum() == pytest.approx(np.radians(9))
+    assert (ramp_filter(256, "hamming")[-1] < 0.05
+            and angle_weights(np.array([-3.0, 0, 3])).sum() == pytest.approx(np.radians(9)))
 
 
 def test_blob_reconstructs_in_place_with_its_amplitude():
@@ -208,13 +209,19 @@ def test_bad_inputs_one_line_errors(tmp_path, client, capsys):
     tomogram = write_test_mrc(tmp_path / "tomo.mrc", np.zeros((32, 16, 16), np.float32))
     write_tlt(tmp_path / "a.tlt", np.array([-6.0, -3, 0, 3]))
     cases = [
-        (["reconstruct", str(stack), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "a.tlt")], "5 images but 4 angles"),
-        (["reconstruct", str(tomogram), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "a.tlt")], "reconstructed tomogram"),
+        (["reconstruct", str(stack), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "a.tlt")],
+         "5 images but 4 angles"),
+        (["reconstruct", str(tomogram), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "a.tlt")],
+         "reconstructed tomogram"),
         (["reconstruct", str(image), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "a.tlt")], "single 2-D image"),
-        (["split-tilts", str(stack), "--angles", str(tmp_path / "a.tlt"), "--even", "e.mrc", "--odd", "o.mrc"], "angles"),
-        (["split-frames", str(image), str(other), "--even", str(tmp_path / "e.mrc"), "--odd", str(tmp_path / "o.mrc")], "differ"),
-        (["split-frames", str(image), "--even", str(tmp_path / "e.mrc"), "--odd", str(tmp_path / "o.mrc")], "at least 2 frames"),
-        (["reconstruct", str(stack), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "missing.tlt")], "no such angles file"),
+        (["split-tilts", str(stack), "--angles", str(tmp_path / "a.tlt"), "--even", "e.mrc", "--odd", "o.mrc"],
+         "angles"),
+        (["split-frames", str(image), str(other), "--even", str(tmp_path / "e.mrc"), "--odd", str(tmp_path / "o.mrc")],
+         "differ"),
+        (["split-frames", str(image), "--even", str(tmp_path / "e.mrc"), "--odd", str(tmp_path / "o.mrc")],
+         "at least 2 frames"),
+        (["reconstruct", str(stack), str(tmp_path / "r.mrc"), "--angles", str(tmp_path / "missing.tlt")],
+         "no such angles file"),
     ]
     for args, expected in cases:
         assert main(args) == 2, args

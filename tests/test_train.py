@@ -237,7 +237,8 @@ def test_training_loss_falls_and_outputs_are_written(client, pair, tmp_path):
     assert (info.patch_size, info.voxel_size, info.halo) == (16, 10.0, net.halo)
     assert info.mean == pytest.approx(10.0, abs=0.3) and info.std == pytest.approx(3.6, rel=0.1)
     assert info.extra["training"]["best_val_loss"] == min(h["val_loss"] for h in history)
-    assert info.extra["training"]["best_epoch"] == 1 + int(np.argmin([h["val_loss"] for h in history]))  # the best, kept
+    # the best, kept
+    assert info.extra["training"]["best_epoch"] == 1 + int(np.argmin([h["val_loss"] for h in history]))
     assert info.trained_on == (str(tmp_path / "even.zarr"), str(tmp_path / "odd.zarr"))
 
 

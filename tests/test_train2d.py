@@ -106,7 +106,8 @@ def test_cli_2d_model_on_single_images_and_adjacent_tilts(tmp_path, client, caps
     capsys.readouterr()
     assert main(["train", *pair, "-o", str(tmp_path / "m3"), *common]) == 2
     err = capsys.readouterr().err
-    assert "a.mrc: a single 2-D image" in err and "tomocare train --ndim 2" in err and len(err.strip().splitlines()) == 1
+    assert ("a.mrc: a single 2-D image" in err and "tomocare train --ndim 2" in err
+            and len(err.strip().splitlines()) == 1)
 
     assert main(["train", "--ndim", "2", *pair, "-o", str(tmp_path / "m2"), *common]) == 0
     out = tmp_path / "den.zarr"

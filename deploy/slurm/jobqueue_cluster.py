@@ -46,7 +46,8 @@ def main() -> int:
     p.add_argument("--partition", help="SLURM partition of the GPU jobs")
     p.add_argument("--account", help="SLURM account")
     p.add_argument("--walltime", default="02:00:00", help="of each worker job")
-    p.add_argument("--margin", type=int, default=10, help="minutes before the walltime at which a worker retires at the latest")
+    p.add_argument("--margin", type=int, default=10,
+                   help="minutes before the walltime at which a worker retires at the latest")
     p.add_argument("--stagger", type=int, default=5, help="minutes of random spread of the retirements")
     p.add_argument("--cpus", type=int, default=8, help="CPU cores per GPU job (reading, decompression)")
     p.add_argument("--threads", type=int, default=2, help="dask threads of the worker (tasks sharing the GPU)")
@@ -56,7 +57,8 @@ def main() -> int:
     p.add_argument("--max-jobs", type=int, default=4)
     p.add_argument("--interface", help="network interface the workers reach the scheduler on (e.g. ib0)")
     p.add_argument("--local-directory", default="$TMPDIR", help="worker scratch space on the node")
-    p.add_argument("--prologue", action="append", default=[], help="shell line run before the worker, e.g. 'module load cuda'")
+    p.add_argument("--prologue", action="append", default=[],
+                   help="shell line run before the worker, e.g. 'module load cuda'")
     p.add_argument("--dry-run", action="store_true", help="print the worker job script and exit")
     args = p.parse_args(argv)
 

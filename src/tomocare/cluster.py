@@ -87,7 +87,8 @@ def _local_cluster(n_workers: int | None, threads_per_worker: int | None, memory
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError as err:
-            log.warning("GPUs found but dask-cuda is not usable (%s; pip install 'tomocare[gpu]'); using CPU workers", err)
+            log.warning("GPUs found but dask-cuda is not usable (%s; pip install 'tomocare[gpu]'); "
+                        "using CPU workers", err)
         else:
             log.info("local cluster: LocalCUDACluster, one worker per GPU (%d)", min(n_workers or gpus, gpus))
             # Two threads per GPU worker: one task reads and writes its blocks while another runs
@@ -162,7 +163,9 @@ def scheduler_address(scheduler: str, timeout: float | None = None) -> str:
         if protocol in ("tcp", "tls", "ucx", "ucxx"):
             parse_host_port(location)
     except ValueError as err:
-        raise TomocareError(f"{scheduler}: not a scheduler address or file ({err}); e.g. tcp://HOST:8786 or scheduler.json") from None
+        raise TomocareError(
+            f"{scheduler}: not a scheduler address or file ({err}); e.g. tcp://HOST:8786 or scheduler.json"
+        ) from None
     return address
 
 
@@ -190,7 +193,9 @@ def tls_security(address: str):
         values = [v if "\n" not in str(v) else "(PEM text)" for v in
                   (tls["ca_file"], tls["cert"], tls["key"])]
         given = ", ".join(f"{key}={v}" for key, v in zip(TLS_CONFIG, values))
-        raise TomocareError(f"{address}: the TLS certificates are not usable ({err}); dask's config has {given}") from None
+        raise TomocareError(
+            f"{address}: the TLS certificates are not usable ({err}); dask's config has {given}"
+        ) from None
     return security
 
 

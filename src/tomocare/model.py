@@ -72,13 +72,17 @@ class Model:
         except TomocareError:
             raise
         except ValidationError as err:
-            problems = "; ".join(".".join(["architecture", *map(str, e["loc"])]) + f": {e['msg']}" for e in err.errors())
+            problems = "; ".join(".".join(["architecture", *map(str, e["loc"])]) + f": {e['msg']}"
+                                 for e in err.errors())
             raise TomocareError(f"{path}: {problems}") from None
         except Exception as err:  # a missing key, a value of the wrong type
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise TomocareError(f"{directory}: incompatible or corrupt model ({type(err).__name__}: {message})") from None
+            raise TomocareError(
+                f"{directory}: incompatible or corrupt model ({type(err).__name__}: {message})"
+            ) from None
         net = UNet(model.architecture)  # no weights: its arithmetic only
-        if (model.halo, model.receptive_field, model.factor) != (net.halo, net.receptive_field, net.downsampling_factor):
+        if ((model.halo, model.receptive_field, model.factor)
+                != (net.halo, net.receptive_field, net.downsampling_factor)):
             raise TomocareError(
                 f"{path}: recorded halo/receptive field {model.halo}/{model.receptive_field} disagree "
                 f"with the network ({net.halo}/{net.receptive_field})"
@@ -101,7 +105,9 @@ class Model:
             net.load_state_dict(load_file(str(weights)))
         except Exception as err:  # weights of the wrong shape, a damaged file
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise TomocareError(f"{self.path}: incompatible or corrupt model ({type(err).__name__}: {message})") from None
+            raise TomocareError(
+                f"{self.path}: incompatible or corrupt model ({type(err).__name__}: {message})"
+            ) from None
         return net.to(device).eval()
 
     def predict_whole(

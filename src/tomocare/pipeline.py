@@ -86,7 +86,8 @@ def _settings_changed(model_dir: Path, config) -> list[str]:
     return sorted(k for k in config.model_fields_set - machine if saved.get(k) != getattr(config, k))
 
 
-def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptions, voxel_size: float, client: Client) -> Path:
+def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptions, voxel_size: float,
+                 client: Client) -> Path:
     from tomocare.train.loop import train
 
     config = options.settings.train
@@ -115,7 +116,8 @@ def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptio
     return model_dir
 
 
-def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, options: DenoiseOptions, client: Client) -> list[dict]:
+def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, options: DenoiseOptions,
+                    client: Client) -> list[dict]:
     """Denoise every tomogram of ``dataset`` into ``out_dir``; return one summary row per tomogram."""
     from tomocare.io.convert import export_mrc
     from tomocare.model import Model
@@ -134,8 +136,8 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     found.check_voxel_sizes(pairs)
     settings = options.settings
     voxel_size = check_voxel_sizes(pairs, allow_mixed=settings.denoise.allow_mixed)
-    run_config = {"version": __version__, "dataset": str(dataset), "model": str(options.model) if options.model else None,
-                  **settings.model_dump()}
+    run_config = {"version": __version__, "dataset": str(dataset),
+                  "model": str(options.model) if options.model else None, **settings.model_dump()}
     write_atomic(out_dir / "config.json", json.dumps(run_config, indent=2) + "\n")
     free_memory = gpu_free_memory(client) if settings.predict.block is None else None
     shared_model = None
@@ -156,7 +158,8 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             continue
         try:
             if model_dir is None:  # --per-tomogram
-                model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1], client)
+                model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1],
+                                         client)
                 _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
             operator = NetworkOperator.from_settings(Model.read(model_dir), settings.predict)
             planned = plan_run(operator, [pair.even.path, pair.odd.path], zarr_out, settings.predict,
@@ -164,8 +167,8 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             run_blocks(planned, client, overwrite=True, progress=settings.train.progress)
             if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)
-            entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir), "predict": predicted_with,
-                     **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
+            entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir),
+                     "predict": predicted_with, **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
         except (TomocareError, OSError, ValueError) as err:
             log.debug("%s", traceback.format_exc())
             entry = {"status": "failed", "error": " ".join(str(err).split())}

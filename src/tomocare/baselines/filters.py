@@ -339,7 +339,8 @@ def _eigenvector(j: dict, mu: np.ndarray) -> list[np.ndarray]:
         take = norm > best_norm
         best = [np.where(take, x, y) for x, y in zip(c, best)]
         best_norm = np.where(take, norm, best_norm)
-    scale = np.sqrt(sum(x.astype(np.float32) ** 2 for x in (rows[0][0], rows[1][1], rows[2][2], rows[0][1], rows[0][2], rows[1][2])))
+    scale = np.sqrt(sum(x.astype(np.float32) ** 2
+                        for x in (rows[0][0], rows[1][1], rows[2][2], rows[0][1], rows[0][2], rows[1][2])))
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(best_norm > (1e-6 * scale**2) ** 2, 1 / np.sqrt(best_norm), 0).astype(np.float32)
     return [x * inv for x in best]

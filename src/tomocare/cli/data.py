@@ -19,7 +19,9 @@ def simulate(
     out_dir: Annotated[Path, typer.Argument(help="Directory for the dataset (created).")],
     n: Annotated[int, typer.Option("--n", help="Number of tomograms.")] = 2,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Volume shape z y x, in voxels.")] = (96, 192, 192),
-    snr: Annotated[float, typer.Option(help="Signal-to-noise ratio of each half (signal variance / noise variance).")] = 0.1,
+    snr: Annotated[
+        float, typer.Option(help="Signal-to-noise ratio of each half (signal variance / noise variance).")
+    ] = 0.1,
     tilt_range: Annotated[float, typer.Option(help="Maximum tilt angle in degrees (missing wedge beyond it).")] = 60.0,
     voxel_size: VoxelSize = 10.0,
     seed: Seed = 0,
@@ -42,7 +44,11 @@ def simulate(
 
 @app.command()
 def convert(
-    inputs: Annotated[list[Path], typer.Argument(help="MRC files (.mrc, .rec, .map), then the output: NAME.zarr for one input, a directory for several.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="MRC files (.mrc, .rec, .map), then the output: NAME.zarr for one input, "
+                       "a directory for several."),
+    ],
     chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = DEFAULT_CHUNK,
     compression: Annotated[str, typer.Option(help="blosc-zstd, zstd or none.")] = "blosc-zstd",
     levels: Annotated[int, typer.Option(help="Pyramid levels (1 = full resolution only).")] = 3,
@@ -89,7 +95,10 @@ def export(
 
 @app.command()
 def info(
-    paths: Annotated[list[Path], typer.Argument(help="MRC files, OME-Zarr images, dataset directories or RELION 5 tomograms.star files.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="MRC files, OME-Zarr images, dataset directories or RELION 5 tomograms.star files."),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Describe tomograms (shape, dtype, voxel size, statistics) or the pairs found in a directory."""
@@ -117,7 +126,9 @@ def info(
                 "voxel_size": list(vol.voxel_size),
                 "origin": list(vol.origin),
                 "stats": vol.stats.to_dict() if vol.stats else None,
-                "size_gib": round(vol.array.size * vol.dtype.itemsize / 2**30, 3) if hasattr(vol.array, "size") else None,
+                "size_gib": (
+                    round(vol.array.size * vol.dtype.itemsize / 2**30, 3) if hasattr(vol.array, "size") else None
+                ),
             }
         )
     if as_json:

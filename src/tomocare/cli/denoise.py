@@ -39,18 +39,41 @@ def _print_summary(rows: list[dict], out_dir: Path) -> int:
 
 @app.command()
 def denoise(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory with even/odd half tomograms, or a RELION 5 tomograms.star (a copy naming the denoised tomograms is written to OUT).")],
+    dataset: Annotated[
+        Path,
+        typer.Argument(help="Dataset directory with even/odd half tomograms, or a RELION 5 tomograms.star "
+                       "(a copy naming the denoised tomograms is written to OUT)."),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
     model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; see 'tomocare config --example').")] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; "
+                     "see 'tomocare config --example')."),
+    ] = None,
     train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
-    per_tomogram: Annotated[Optional[bool], typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset.")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="Training wall-clock budget in seconds (per model).")] = None,
-    mrc: Annotated[Optional[bool], typer.Option("--mrc/--no-mrc", help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc"))] = None,
+    per_tomogram: Annotated[
+        Optional[bool],
+        typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset."),
+    ] = None,
+    time_limit: Annotated[
+        Optional[float], typer.Option(help="Training wall-clock budget in seconds (per model).")
+    ] = None,
+    mrc: Annotated[
+        Optional[bool],
+        typer.Option("--mrc/--no-mrc",
+                     help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc")),
+    ] = None,
     block: Block = None,
     chunks: Chunks = None,
-    allow_mixed: Annotated[Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")] = None,
-    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings changed); tomograms are then redone.")] = False,
+    allow_mixed: Annotated[
+        Optional[bool], typer.Option("--allow-mixed", help="Accept tomograms of different voxel sizes.")
+    ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings "
+                     "changed); tomograms are then redone."),
+    ] = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
@@ -74,7 +97,9 @@ def denoise(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the simulated data and results.")] = Path("tomocare-demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for the simulated data and results.")
+    ] = Path("tomocare-demo"),
     time_limit: Annotated[float, typer.Option(help="Training wall-clock budget in seconds.")] = 200.0,
     workers: Workers = None,
 ) -> None:
@@ -97,9 +122,15 @@ def demo(
 
 @app.command()
 def config(
-    path: Annotated[Optional[Path], typer.Argument(help="A settings file to check; prints the resolved settings.")] = None,
-    example: Annotated[bool, typer.Option("--example", help="Print a commented settings file with every default.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the example here instead of printing it.")] = None,
+    path: Annotated[
+        Optional[Path], typer.Argument(help="A settings file to check; prints the resolved settings.")
+    ] = None,
+    example: Annotated[
+        bool, typer.Option("--example", help="Print a commented settings file with every default.")
+    ] = False,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Write the example here instead of printing it.")
+    ] = None,
 ) -> None:
     """Write a commented example settings file, or check one and print what it resolves to."""
     from tomocare.config import example as example_text

@@ -14,16 +14,40 @@ from tomocare.evaluate.snr import BOXES_HELP
 @app.command()
 def evaluate(
     a: Annotated[Path, typer.Argument(help="Volume to measure (MRC or OME-Zarr), e.g. a half or a denoised tomogram.")],
-    b: Annotated[Optional[Path], typer.Argument(help="Second volume: FSC of A against B (e.g. the other half).")] = None,
-    reference: Annotated[Optional[Path], typer.Option(help="Ground truth: PSNR, SSIM, NRMSE, MSE of A (and B), whole and p5/p50/p95 over sub-volumes.")] = None,
-    fit: Annotated[bool, typer.Option(help="Least-squares scale and offset fit to the reference before the metrics.")] = True,
-    boxes: Annotated[Optional[Path], typer.Option(help="SNR estimate (NT2C Eq. 5) from paired boxes. " + BOXES_HELP)] = None,
-    particles: Annotated[Optional[Path], typer.Option(help="Particle table (NAME_particles.csv from 'tomocare simulate': z,y,x,radius in voxels): detection precision/recall.")] = None,
-    polarity: Annotated[str, typer.Option(help="Particles 'bright' (tomocare simulate) or 'dark' (usual cryo-ET contrast).")] = "bright",
-    match_radius: Annotated[Optional[float], typer.Option(help="Detection match radius in voxels (default: each particle's radius).")] = None,
+    b: Annotated[
+        Optional[Path], typer.Argument(help="Second volume: FSC of A against B (e.g. the other half).")
+    ] = None,
+    reference: Annotated[
+        Optional[Path],
+        typer.Option(help="Ground truth: PSNR, SSIM, NRMSE, MSE of A (and B), whole and p5/p50/p95 over "
+                     "sub-volumes."),
+    ] = None,
+    fit: Annotated[
+        bool, typer.Option(help="Least-squares scale and offset fit to the reference before the metrics.")
+    ] = True,
+    boxes: Annotated[
+        Optional[Path], typer.Option(help="SNR estimate (NT2C Eq. 5) from paired boxes. " + BOXES_HELP)
+    ] = None,
+    particles: Annotated[
+        Optional[Path],
+        typer.Option(help="Particle table (NAME_particles.csv from 'tomocare simulate': z,y,x,radius in voxels): "
+                     "detection precision/recall."),
+    ] = None,
+    polarity: Annotated[
+        str, typer.Option(help="Particles 'bright' (tomocare simulate) or 'dark' (usual cryo-ET contrast).")
+    ] = "bright",
+    match_radius: Annotated[
+        Optional[float], typer.Option(help="Detection match radius in voxels (default: each particle's radius).")
+    ] = None,
     cube: Annotated[int, typer.Option(help="Edge of the sub-volumes for the metric percentiles, in voxels.")] = 64,
-    memory_limit: Annotated[float, typer.Option(help="GiB a whole-volume step (FSC, detection) may use; larger volumes use sub-volumes for FSC.")] = 1.0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for metrics.json, fsc.csv, fsc.png, pr.png.")] = Path("evaluation"),
+    memory_limit: Annotated[
+        float,
+        typer.Option(help="GiB a whole-volume step (FSC, detection) may use; larger volumes use sub-volumes "
+                     "for FSC."),
+    ] = 1.0,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for metrics.json, fsc.csv, fsc.png, pr.png.")
+    ] = Path("evaluation"),
 ) -> None:
     """Measure a restoration: FSC (0.5/0.143 in Å), PSNR/SSIM/NRMSE/MSE, SNR from boxes, detection P/R."""
     from tomocare.errors import TomocareError

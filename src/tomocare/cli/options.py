@@ -11,12 +11,15 @@ from tomocare.config import PredictSettings
 
 Scheduler = Annotated[
     Optional[str],
-    typer.Option("--scheduler", help="Address (tcp://HOST:8786, tls://HOST:8786) or scheduler-file of a running dask cluster "
-                 "(default: start a local one). tls:// takes the certificates from dask's config: "
+    typer.Option("--scheduler", help="Address (tcp://HOST:8786, tls://HOST:8786) or scheduler-file of a running "
+                 "dask cluster (default: start a local one). tls:// takes the certificates from dask's config: "
                  "distributed.comm.tls.ca-file, .client.cert and .client.key, or the environment variables "
                  "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY."),
 ]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes of the local cluster (default: one per core).")]
+Workers = Annotated[
+    Optional[int],
+    typer.Option("--workers", help="Worker processes of the local cluster (default: one per core)."),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
 VoxelSize = Annotated[float, typer.Option(help="Voxel size in Å.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")]
@@ -31,9 +34,18 @@ def with_default(text: str, model: type[BaseModel], field: str) -> str:
 
 
 # Block-wise output (predict, baseline, denoise): None leaves the value to the settings (tomocare.config).
-Block = Annotated[Optional[int], typer.Option("--block", help="Output block edge per task (a multiple of --chunks; default --chunks).")]
-Chunks = Annotated[Optional[int], typer.Option("--chunks", help=with_default("Output chunk edge in voxels", PredictSettings, "chunks"))]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help=with_default("Output dtype: float32 or float16", PredictSettings, "dtype"))]
+Block = Annotated[
+    Optional[int],
+    typer.Option("--block", help="Output block edge per task (a multiple of --chunks; default --chunks)."),
+]
+Chunks = Annotated[
+    Optional[int],
+    typer.Option("--chunks", help=with_default("Output chunk edge in voxels", PredictSettings, "chunks")),
+]
+Dtype = Annotated[
+    Optional[str],
+    typer.Option("--dtype", help=with_default("Output dtype: float32 or float16", PredictSettings, "dtype")),
+]
 
 
 def open_client(scheduler: str | None, workers: int | None):

@@ -21,15 +21,29 @@ def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model directory written by 'tomocare train'.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output OME-Zarr image (NAME.zarr).")],
     even: Annotated[Optional[Path], typer.Option(help="Even half tomogram (MRC or zarr).")] = None,
-    odd: Annotated[Optional[Path], typer.Option(help="Odd half tomogram; predictions of both halves are averaged.")] = None,
+    odd: Annotated[
+        Optional[Path], typer.Option(help="Odd half tomogram; predictions of both halves are averaged.")
+    ] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="A single tomogram instead of --even/--odd.")] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Block = None,
     chunks: Chunks = None,
     dtype: Dtype = None,
-    precision: Annotated[Optional[str], typer.Option(help=with_default("Network arithmetic: auto (bf16 where the CPU or GPU does it fast), fp32, bf16 or fp16", PredictSettings, "precision"))] = None,
-    orientations: Annotated[Optional[int], typer.Option(help=with_default("Orientations (flips) the network sees each half in, averaged: 1 already flips the odd half (free); 2 is ~0.2 dB better at twice the time", PredictSettings, "orientations"))] = None,
-    strict: Annotated[Optional[bool], typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%.")] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option(help=with_default("Network arithmetic: auto (bf16 where the CPU or GPU does it fast), "
+                                       "fp32, bf16 or fp16", PredictSettings, "precision")),
+    ] = None,
+    orientations: Annotated[
+        Optional[int],
+        typer.Option(help=with_default("Orientations (flips) the network sees each half in, averaged: "
+                                       "1 already flips the odd half (free); 2 is ~0.2 dB better at twice the time",
+                                       PredictSettings, "orientations")),
+    ] = None,
+    strict: Annotated[
+        Optional[bool],
+        typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%."),
+    ] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
     overwrite: Overwrite = False,
@@ -107,11 +121,17 @@ def _parse_params(values: list[str]) -> dict[str, float]:
 
 @app.command()
 def baseline(
-    method: Annotated[str, typer.Argument(help="median, gaussian, lowpass (Butterworth) or nad (non-linear anisotropic diffusion).")],
+    method: Annotated[
+        str, typer.Argument(help="median, gaussian, lowpass (Butterworth) or nad (non-linear anisotropic diffusion).")
+    ],
     input: Annotated[Path, typer.Argument(help="Tomogram (MRC or zarr); with --odd, the even half.")],
     out: Annotated[Path, typer.Argument(help="Output OME-Zarr image (NAME.zarr).")],
     odd: Annotated[Optional[Path], typer.Option(help="Odd half: the halves are averaged, then filtered.")] = None,
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (e.g. sigma=1.5, size=3, cutoff=0.3, order=4, iterations=10).")] = None,
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable "
+                     "(e.g. sigma=1.5, size=3, cutoff=0.3, order=4, iterations=10)."),
+    ] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Block = None,
     chunks: Chunks = None,

@@ -50,8 +50,12 @@ def reconstruct(
     tilt_series: Annotated[Path, typer.Argument(help="Aligned tilt series (MRC stack, tilt axis along y).")],
     out: Annotated[Path, typer.Argument(help="Output tomogram (MRC); with --split even-odd, OUT_even/OUT_odd.mrc.")],
     angles: Angles,
-    thickness: Annotated[Optional[int], typer.Option(help="Tomogram thickness in voxels (default: half the image width).")] = None,
-    split: Annotated[str, typer.Option(help="'none', or 'even-odd': two half tomograms from alternate tilts.")] = "none",
+    thickness: Annotated[
+        Optional[int], typer.Option(help="Tomogram thickness in voxels (default: half the image width).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="'none', or 'even-odd': two half tomograms from alternate tilts.")
+    ] = "none",
     order: Order = None,
     filter: Annotated[str, typer.Option("--filter", help="Ramp filter apodisation: ramp, cosine or hamming.")] = "ramp",
     y_chunk: Annotated[int, typer.Option(help="Rows of the tilt axis reconstructed per task.")] = 16,
@@ -71,7 +75,9 @@ def reconstruct(
 
 @app.command("split-frames")
 def split_frames(
-    movie: Annotated[list[Path], typer.Argument(help="Aligned movie (MRC stack), or one MRC file per frame, in order.")],
+    movie: Annotated[
+        list[Path], typer.Argument(help="Aligned movie (MRC stack), or one MRC file per frame, in order.")
+    ],
     even: Annotated[Path, typer.Option("--even", help="Output: sum of frames 0, 2, 4, ... (MRC).")],
     odd: Annotated[Path, typer.Option("--odd", help="Output: sum of frames 1, 3, 5, ... (MRC).")],
     overwrite: Overwrite = False,
@@ -90,7 +96,9 @@ def split_frames(
 def split_tilts(
     tilt_series: Annotated[Path, typer.Argument(help="Tilt series (MRC stack).")],
     angles: Angles,
-    even: Annotated[Path, typer.Option("--even", help="Output stack of the even tilts (its .tlt is written beside it).")],
+    even: Annotated[
+        Path, typer.Option("--even", help="Output stack of the even tilts (its .tlt is written beside it).")
+    ],
     odd: Annotated[Path, typer.Option("--odd", help="Output stack of the odd tilts (its .tlt is written beside it).")],
     order: Order = None,
     overwrite: Overwrite = False,

@@ -52,27 +52,59 @@ def _adjacent_tilt_pairs(tilt_series: list[Path]):
 
 @app.command()
 def train(
-    dataset: Annotated[Optional[Path], typer.Argument(help="Dataset directory with even/odd pairs, or a RELION 5 tomograms.star (or use --even/--odd).")] = None,
+    dataset: Annotated[
+        Optional[Path],
+        typer.Argument(help="Dataset directory with even/odd pairs, or a RELION 5 tomograms.star "
+                       "(or use --even/--odd)."),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")] = Path("model"),
-    even: Annotated[Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")] = None,
+    even: Annotated[
+        Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")
+    ] = None,
     odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
-    tilt_series: Annotated[Optional[list[Path]], typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned tilt series; repeatable.")] = None,
-    ndim: Annotated[Optional[int], typer.Option(help=with_default("3: a 3-D U-Net on half tomograms; 2: a 2-D U-Net on images or image stacks (n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), adjacent tilts (--tilt-series)", TrainConfig, "ndim"))] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example').")] = None,
-    patch_size: Annotated[Optional[int], typer.Option(help=with_default("Patch edge in voxels", TrainConfig, "patch_size"))] = None,
-    n_patches: Annotated[Optional[int], typer.Option(help=with_default("Training patches per tomogram", TrainConfig, "n_patches"))] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=with_default("Patches per step", TrainConfig, "batch_size"))] = None,
+    tilt_series: Annotated[
+        Optional[list[Path]],
+        typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned "
+                     "tilt series; repeatable."),
+    ] = None,
+    ndim: Annotated[
+        Optional[int],
+        typer.Option(help=with_default("3: a 3-D U-Net on half tomograms; 2: a 2-D U-Net on images or image stacks "
+                                       "(n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), "
+                                       "adjacent tilts (--tilt-series)", TrainConfig, "ndim")),
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example')."),
+    ] = None,
+    patch_size: Annotated[
+        Optional[int], typer.Option(help=with_default("Patch edge in voxels", TrainConfig, "patch_size"))
+    ] = None,
+    n_patches: Annotated[
+        Optional[int], typer.Option(help=with_default("Training patches per tomogram", TrainConfig, "n_patches"))
+    ] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help=with_default("Patches per step", TrainConfig, "batch_size"))
+    ] = None,
     depth: Annotated[Optional[int], typer.Option(help=with_default("U-Net depth", TrainConfig, "depth"))] = None,
-    channels: Annotated[Optional[int], typer.Option(help=with_default("Channels of the first U-Net level", TrainConfig, "base_channels"))] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help=with_default("Training steps at most", TrainConfig, "max_steps"))] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")] = None,
+    channels: Annotated[
+        Optional[int],
+        typer.Option(help=with_default("Channels of the first U-Net level", TrainConfig, "base_channels")),
+    ] = None,
+    max_steps: Annotated[
+        Optional[int], typer.Option(help=with_default("Training steps at most", TrainConfig, "max_steps"))
+    ] = None,
+    time_limit: Annotated[
+        Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
+    """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images);
+    patches are read by dask workers."""
     from tomocare.config import load_settings
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
@@ -87,7 +119,10 @@ def train(
     cfg = load_settings(config, train=overrides).train
     if tilt_series and (dataset is not None or even or odd):
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
-    pairs = _adjacent_tilt_pairs(tilt_series) if tilt_series else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
+    pairs = (
+        _adjacent_tilt_pairs(tilt_series) if tilt_series
+        else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
+    )
     voxel_size = check_voxel_sizes(pairs)
     refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)])
     mean, std = normalisation(v for p in pairs for v in (p.even, p.odd)) or (None, None)

@@ -103,7 +103,8 @@ def evaluate(
             for key, vol in volumes.items():
                 metrics = compare_to_reference(vol.array, ref.array, fit=fit, cube=cube, name=str(ref.path),
                                                x_name=str(vol.path))
-                result["reference"][key] = {**metrics.to_dict(), "method": "block by block (exact over the whole volume)"}
+                result["reference"][key] = {**metrics.to_dict(),
+                                            "method": "block by block (exact over the whole volume)"}
 
         if box_pairs is not None:
             result["snr"] = {key: estimate_snr(vol.array, box_pairs, source=str(boxes)) for key, vol in volumes.items()}

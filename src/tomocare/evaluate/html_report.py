@@ -56,14 +56,16 @@ def _table(rows: Sequence[dict]) -> str:
     keys = [k for k in COLUMNS if any(k in r for r in rows)]
     head = "".join(f"<th>{html.escape(COLUMNS[k])}</th>" for k in keys)
     body = "".join(
-        f'<tr class="{html.escape(str(r.get("status", "")))}">' + "".join(f"<td>{_cell(k, r.get(k))}</td>" for k in keys)
+        f'<tr class="{html.escape(str(r.get("status", "")))}">'
+        + "".join(f"<td>{_cell(k, r.get(k))}</td>" for k in keys)
         + "</tr>\n" for r in rows
     )
     return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
 
 
 def _parts(rows: Sequence[dict], report_dir: Path, settings: dict | None, notes: Sequence[str]) -> Iterable[str]:
-    yield (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>tomocare denoising report</title>\n'
+    yield ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+           "<title>tomocare denoising report</title>\n"
            f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>tomocare denoising report</h1>\n")
     yield "<h2>Summary</h2>\n" + _table(rows)
     yield "".join(f"<p>{html.escape(note)}</p>\n" for note in notes)

@@ -23,7 +23,8 @@ def _scale_bar_length(width_a: float) -> float:
     return max(m * power for m in (1, 2, 5) if m * power <= target) if target >= 1 else target
 
 
-def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, pixel_size: float | None = None) -> Path:
+def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str,
+                pixel_size: float | None = None) -> Path:
     """One row of central xy, xz, yz slices per volume (e.g. raw and denoised): square pixels (true
     aspect), one contrast shared by the three slices of a row, and a scale bar in Å when the
     ``pixel_size`` (Å per displayed pixel) is known."""
@@ -31,7 +32,8 @@ def orthoslices(rows: dict[str, dict[str, np.ndarray]], path: Path, title: str, 
     widths = [first[k].shape[1] for k in ("xy", "xz", "yz")]
     height = max(first[k].shape[0] for k in ("xy", "xz", "yz"))
     fig_width = 14
-    fig, axes = plt.subplots(len(rows), 3, figsize=(fig_width, 0.6 + len(rows) * fig_width * height / sum(widths) * 1.1),
+    fig, axes = plt.subplots(len(rows), 3,
+                             figsize=(fig_width, 0.6 + len(rows) * fig_width * height / sum(widths) * 1.1),
                              squeeze=False, gridspec_kw={"width_ratios": widths})
     for axrow, (label, planes) in zip(axes, rows.items()):
         lo, hi = np.percentile(np.concatenate([planes[k].ravel() for k in ("xy", "xz", "yz")]), [0.5, 99.5])

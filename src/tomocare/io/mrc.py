@@ -228,7 +228,8 @@ def open_mrc(path: str | os.PathLike, *, ndim: int | None = 3, images: bool = Fa
 def mrc_to_dask(source: MrcArray, chunks: int | tuple[int, ...] = DEFAULT_CHUNK) -> da.Array:
     """A dask array over an MRC file; each task maps only the chunk it reads."""
     name = f"mrc-{dask.base.tokenize(source.path, source.shape, source.file_dtype, os.path.getmtime(source.path))}"
-    return da.from_array(source, chunks=chunks, lock=False, asarray=True, name=name, meta=np.empty((0,) * source.ndim, source.dtype))
+    return da.from_array(source, chunks=chunks, lock=False, asarray=True, name=name,
+                         meta=np.empty((0,) * source.ndim, source.dtype))
 
 
 @dataclass(frozen=True)

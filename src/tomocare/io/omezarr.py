@@ -100,7 +100,8 @@ def write_pyramid(group: zarr.Group, levels: int, compression: str) -> int:
         smaller = Downsampled(group[str(level - 1)])
         if min(smaller.shape) < 2:
             break
-        _store_level(da.from_array(smaller, chunks=chunks, lock=False, asarray=True), group, str(level), chunks, compression)
+        _store_level(da.from_array(smaller, chunks=chunks, lock=False, asarray=True), group, str(level), chunks,
+                     compression)
         n_levels += 1
     return n_levels
 
@@ -213,7 +214,9 @@ def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
     if dtype.kind not in "fiu" or dtype.itemsize > 8:
         raise TomocareError(f"{path}: data type {dtype} is not supported (real integers or floats)")
     if any(int(c) < 1 for c in array.chunks) or any(int(n) < 1 for n in array.shape):
-        raise TomocareError(f"{path}: level {level!r} has shape {array.shape} and chunks {array.chunks}; both must be positive")
+        raise TomocareError(
+            f"{path}: level {level!r} has shape {array.shape} and chunks {array.chunks}; both must be positive"
+        )
     if np.prod([float(n) for n in array.shape]) > MAX_VOXELS:
         raise TomocareError(f"{path}: level {level!r} shape {array.shape} is implausibly large (damaged metadata?)")
     voxel_size_from_attrs(attrs, path, array.ndim)  # checked now, read again by the caller
@@ -248,7 +251,8 @@ def known_voxel_size(attrs: dict, scale: tuple[float, ...]) -> tuple[float, ...]
     return tuple(0.0 if v == 0 and s == 1.0 else s for v, s in zip(stored, scale))
 
 
-def voxel_size_from_attrs(attrs: dict, path: str | os.PathLike = "OME-Zarr", ndim: int | None = None) -> tuple[float, ...]:
+def voxel_size_from_attrs(attrs: dict, path: str | os.PathLike = "OME-Zarr",
+                          ndim: int | None = None) -> tuple[float, ...]:
     """Level-0 voxel size (z, y, x) in Å from OME-Zarr multiscales metadata, checked."""
     try:
         transforms = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]

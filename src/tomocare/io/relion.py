@@ -79,7 +79,9 @@ def read_pairs(star: str | Path) -> tuple[list, dict[str, float]]:
     table = _blocks(star)["global"]
     missing = [c for c in (NAME, HALF1, HALF2) if c not in table.columns]
     if missing:
-        raise TomocareError(f"{star}: no {', '.join(missing)} column (reconstruct with half tomograms in RELION 5 first)")
+        raise TomocareError(
+            f"{star}: no {', '.join(missing)} column (reconstruct with half tomograms in RELION 5 first)"
+        )
     bases = [project_dir(star), star.resolve().parent]
     pairs, voxel_sizes = [], {}
     for _, row in table.iterrows():

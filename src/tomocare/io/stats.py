@@ -70,7 +70,8 @@ class Stats:
 
     @classmethod
     def from_dict(cls, d: dict) -> Stats:
-        values: dict[str, Any] = {k: float("nan") if d[k] is None else d[k] for k in ("mean", "std", "min", "max", "count", "nonfinite")}
+        values: dict[str, Any] = {k: float("nan") if d[k] is None else d[k]
+                                  for k in ("mean", "std", "min", "max", "count", "nonfinite")}
         return cls(**values)
 
 

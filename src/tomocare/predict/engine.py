@@ -294,7 +294,8 @@ def _resume_state(tmp: Path, fingerprint: str) -> dict | None:
     return done
 
 
-def _submit_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, progress: bool, name: str = "blocks") -> dict:
+def _submit_blocks(job: BlockJob, client: Client, done: dict, done_file: Path, progress: bool,
+                   name: str = "blocks") -> dict:
     """Submit blocks in waves (bounded in flight), record each as it completes."""
     todo = [b.index for b in job.plan.blocks() if b.index not in done]
     threads = sum(client.nthreads().values()) or 1
@@ -344,7 +345,8 @@ def _indexed_block(job: BlockJob, index: tuple[int, ...]) -> tuple[tuple[int, ..
 
 
 def _submit(client: Client, job: BlockJob, index: tuple[int, ...]):
-    return client.submit(_indexed_block, job, index, pure=False, retries=2, key=f"predict-block-{'-'.join(map(str, index))}-{os.urandom(4).hex()}")
+    return client.submit(_indexed_block, job, index, pure=False, retries=2,
+                         key=f"predict-block-{'-'.join(map(str, index))}-{os.urandom(4).hex()}")
 
 
 def _take(iterator, n: int) -> list:

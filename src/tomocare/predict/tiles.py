@@ -96,7 +96,8 @@ def run_network(
         return np.mean([np.flip(o, axes) for o, axes in zip(out, [a for axs in flips for a in axs])], axis=0)
     piece = piece_shape(tile, halo, factor, max_voxels)
     total = np.zeros(tile, np.float32)
-    for source, axs in zip(tiles, flips):  # one at a time: a batch of two costs twice the memory, runs no faster on CPUs
+    # one at a time: a batch of two costs twice the memory, runs no faster on CPUs
+    for source, axs in zip(tiles, flips):
         for axes in axs:
             view = np.flip(source, axes)
             out = run_tiles(net, view[None], **kw)[0] if piece is None else _run_pieces(net, view, halo=halo,

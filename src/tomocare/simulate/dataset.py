@@ -39,8 +39,8 @@ def simulate_dataset(
 ) -> list[dict]:
     """Write ``tomo_NNN_{even,odd,clean}.mrc`` and ``tomo_NNN_particles.csv`` into ``out_dir``.
 
-    Tomogram ``i`` is ``simulate_tomogram(seed=tomogram_seed(seed, i), **tomogram)``. Volumes are computed block by block on
-    the current dask scheduler while they are written. Existing files are refused (checked for
+    Tomogram ``i`` is ``simulate_tomogram(seed=tomogram_seed(seed, i), **tomogram)``. Volumes are computed
+    block by block on the current dask scheduler while they are written. Existing files are refused (checked for
     all tomograms before anything is written) unless ``overwrite``. Returns one dict per
     tomogram: name, seed, noise_std and the paths even, odd, clean, particles.
     """

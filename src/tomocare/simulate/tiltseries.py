@@ -152,8 +152,8 @@ def simulate_image_pairs(
     """Two noisy acquisitions (P2P-ip) of ``n`` images: projections at n angles of one phantom."""
     if n < 1:
         raise TomocareError(f"simulate: n must be a positive number of images, got {n}")
-    ts = simulate_tilt_series((thickness, *shape), angles=np.linspace(-30, 30, max(n, 2)), dose=dose, mean_free_path=mean_free_path, voxel_size=voxel_size, seed=seed,
-                              y_chunk=shape[0])
+    ts = simulate_tilt_series((thickness, *shape), angles=np.linspace(-30, 30, max(n, 2)), dose=dose,
+                              mean_free_path=mean_free_path, voxel_size=voxel_size, seed=seed, y_chunk=shape[0])
     clean = ts.clean[:n]
     return SimulatedImages(clean, (poisson_noise(clean, seed, _PAIRS), poisson_noise(clean, seed, _PAIRS + 1)))
 
@@ -175,7 +175,8 @@ def simulate_movie(
     return SimulatedImages(clean, (poisson_noise(frames, seed, _FRAMES),))
 
 
-def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Path]:
+def write_tilt_series(sim: SimulatedTiltSeries, prefix: str | os.PathLike, *,
+                      overwrite: bool = False) -> dict[str, Path]:
     """Write PREFIX.mrc (noisy), PREFIX_clean.mrc, PREFIX_projections.mrc, PREFIX_phantom.mrc,
     PREFIX_wedge.mrc (phantom after the missing wedge), PREFIX.tlt and PREFIX_order.csv. Existing
     files are refused (all checked before anything is written) unless ``overwrite``."""

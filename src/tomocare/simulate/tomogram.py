@@ -146,7 +146,9 @@ def estimate_signal_variance(phantom: Phantom, tilt_range: float, seed: int) -> 
     return max(total_sq / count - (total / count) ** 2, 1e-12)
 
 
-def validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def validate_arguments(
+    shape, seed, snr, tilt_range, voxel_size, chunks
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Check :func:`simulate_tomogram`'s arguments (TomocareError); return shape and chunks per axis."""
 
     def is_int(v) -> bool:
@@ -169,7 +171,8 @@ def validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks) -> tupl
     chunks = (chunks,) * 3 if is_int(chunks) else tuple(chunks) if isinstance(chunks, (tuple, list)) else ()
     if len(chunks) != 3 or not all(is_int(c) and c >= MIN_SIZE for c in chunks):
         raise TomocareError(f"simulate: chunks must be an integer >= {MIN_SIZE} (or 3 of them), got {chunks!r}")
-    return cast(tuple[int, int, int], tuple(int(n) for n in shape)), cast(tuple[int, int, int], tuple(int(c) for c in chunks))
+    return (cast(tuple[int, int, int], tuple(int(n) for n in shape)),
+            cast(tuple[int, int, int], tuple(int(c) for c in chunks)))
 
 
 def _axis_chunks(n: int, c: int) -> tuple[int, ...]:

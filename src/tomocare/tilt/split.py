@@ -33,7 +33,9 @@ def _open_frames(movies: Sequence[str | os.PathLike], y_chunk: int) -> tuple[lis
     first = stacks[0]
     for s in stacks[1:]:
         if s.shape[1:] != first.shape[1:]:
-            raise TomocareError(f"{s.path}: frames of shape {s.shape[1:]} differ from {first.path.name}'s {first.shape[1:]}")
+            raise TomocareError(
+                f"{s.path}: frames of shape {s.shape[1:]} differ from {first.path.name}'s {first.shape[1:]}"
+            )
     frames = da.concatenate([s.to_dask(y_chunk) for s in stacks]) if len(stacks) > 1 else first.to_dask(y_chunk)
     if frames.shape[0] < 2:
         raise TomocareError(

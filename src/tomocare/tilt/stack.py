@@ -34,7 +34,8 @@ class Stack:
     def to_dask(self, y_chunk: int = 64) -> da.Array:
         """The stack as (n, y, x), chunked in slabs of ``y_chunk`` rows holding every image."""
         n, ny, nx = self.shape
-        arr = mrc_to_dask(self.array, chunks=(min(y_chunk, ny), nx) if self.array.ndim == 2 else (n, min(y_chunk, ny), nx))
+        arr = mrc_to_dask(self.array,
+                          chunks=(min(y_chunk, ny), nx) if self.array.ndim == 2 else (n, min(y_chunk, ny), nx))
         return arr[None] if self.array.ndim == 2 else arr
 
     def image_header(self) -> MrcHeader:

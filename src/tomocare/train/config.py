@@ -29,9 +29,11 @@ class TrainConfig(BaseModel):
 
     ndim: Literal[2, 3] = Field(3, description="3: tomograms (z, y, x); 2: stacks of images (n, y, x)")
     # data
-    patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels (planned: the largest step the budget affords ~3000 of)")
+    patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels "
+                            "(planned: the largest step the budget affords ~3000 of)")
     n_patches: int = Field(1200, ge=1, description="training patches per tomogram (planned: each seen about twice)")
-    n_val_patches: int | None = Field(None, ge=1, description="validation patches per tomogram (planned: validation within 5% of the budget)")
+    n_val_patches: int | None = Field(None, ge=1, description="validation patches per tomogram "
+                                      "(planned: validation within 5% of the budget)")
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation slab: this end fraction of the y axis")
     batch_size: int = Field(16, ge=1, description="patches per step (planned with patch_size)")
     flip: bool = Field(True, description="random flips along each axis (keep the missing wedge)")
@@ -44,26 +46,35 @@ class TrainConfig(BaseModel):
     # PSNR 38.56 / 37.06 dB at SNR 0.1 / 0.05 (16 x 2: 38.29 / 37.48) but FSC 0.5 against the truth
     # 37.5 A instead of 21.9 at SNR 0.05 (benchmarks/quality.py, 600 s of CPU training; README)
     base_channels: int = Field(16, ge=1)
-    n_conv: int = Field(2, ge=1, le=4, description="convolutions per level; fewer shrink the receptive field, so the halo")
-    residual: bool = Field(False, description="add the input to the output; plain nets learned faster in short CPU runs (benchmarks/unet_tradeoff.py)")
+    n_conv: int = Field(2, ge=1, le=4,
+                        description="convolutions per level; fewer shrink the receptive field, so the halo")
+    residual: bool = Field(False, description="add the input to the output; plain nets learned faster in short "
+                           "CPU runs (benchmarks/unet_tradeoff.py)")
     upsample: Literal["nearest", "linear"] = "nearest"
     # optimisation
     loss: Literal["mse", "l1"] = "mse"
     lr: float = Field(4e-4, gt=0, description="peak learning rate (planned: 1e-3 x sqrt(batch / 8))")
-    schedule: Literal["cosine", "plateau"] = Field("cosine", description="cosine: warm-up, then decay to the end of the budget; plateau: halve on a plateau of the validation loss")
+    schedule: Literal["cosine", "plateau"] = Field("cosine", description="cosine: warm-up, then decay to the end of "
+                                                   "the budget; plateau: halve on a plateau of the validation loss")
     warmup: float = Field(0.05, ge=0, lt=1, description="warm-up share of the run (cosine schedule)")
     max_steps: int = Field(20_000, ge=1, description="training steps at most (planned: what the budget affords)")
-    steps_per_epoch: int = Field(200, ge=1, description="training steps between validations and checkpoints (planned: a tenth of the run)")
-    time_limit: float | None = Field(None, gt=0, description="wall-clock seconds for the whole run, everything counted (default 3600)")
+    steps_per_epoch: int = Field(200, ge=1, description="training steps between validations and checkpoints "
+                                 "(planned: a tenth of the run)")
+    time_limit: float | None = Field(None, gt=0, description="wall-clock seconds for the whole run, everything counted "
+                                     "(default 3600)")
     patience: int = Field(10, ge=1, description="epochs without a better validation loss before stopping")
-    lr_patience: int = Field(5, ge=1, description="epochs without a better validation loss before reducing lr (plateau schedule)")
+    lr_patience: int = Field(5, ge=1, description="epochs without a better validation loss before reducing lr "
+                             "(plateau schedule)")
     lr_factor: float = Field(0.5, gt=0, lt=1)
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 0
     # machine
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
-    threads: int | None = Field(None, ge=1, description="torch threads for training (default: all cores of this process)")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="network arithmetic; auto: bf16 where the "
+                                                       "device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), "
+                                                       "else fp32")
+    threads: int | None = Field(None, ge=1,
+                                description="torch threads for training (default: all cores of this process)")
     progress: bool = Field(True, description="show a progress bar (else log lines only)")
 
     @model_validator(mode="after")

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-MIN_IMPROVEMENT = 1e-4  # relative; a smaller drop of the validation loss does not reset the patience (as in ReduceLROnPlateau)
+# relative; a smaller drop of the validation loss does not reset the patience (as in ReduceLROnPlateau)
+MIN_IMPROVEMENT = 1e-4
 CONFIG_JSON = "train_config.json"
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -185,8 +186,8 @@ class _Run:
 
     def summary(self, reason: str | None = None) -> dict:
         s = self.state
-        out: dict[str, Any] = {"step": s.step, "epoch": s.epoch, "best_val_loss": s.best_val, "best_epoch": s.best_epoch,
-               "seconds": round(s.seconds, 3)}
+        out: dict[str, Any] = {"step": s.step, "epoch": s.epoch, "best_val_loss": s.best_val,
+                               "best_epoch": s.best_epoch, "seconds": round(s.seconds, 3)}
         if reason is not None:
             out |= {"stop_reason": reason, "under_trained": under_trained(s.history)}
         return out
@@ -342,7 +343,8 @@ def train(
         log.info("computing the normalisation over %d pairs", len(pairs))
         mean, std = dataset_stats(client, pairs)
     if config.time_limit is None and "max_steps" not in config.model_fields_set:
-        progress_log.info("no time limit given: training is planned for %.0f s (set one with --time-limit)", DEFAULT_BUDGET)
+        progress_log.info("no time limit given: training is planned for %.0f s (set one with --time-limit)",
+                          DEFAULT_BUDGET)
     limit = config.time_limit or (DEFAULT_BUDGET if "max_steps" not in config.model_fields_set else math.inf)
 
     old_threads = torch.get_num_threads()

@@ -66,7 +66,8 @@ class TrainingPlan:
         speed = f", {self.step_seconds:.3g} s/step measured" if self.step_seconds else ""
         return (f"training plan on {self.device}: patches {self.patch_size}, batch {self.batch_size}, {self.precision}"
                 f"{speed}; {budget}, ~{self.steps} steps, validation every {self.steps_per_epoch}; "
-                f"lr {self.lr:g} {self.schedule}" + (f" after {self.warmup:.0%} warm-up" if self.schedule == "cosine" else "")
+                f"lr {self.lr:g} {self.schedule}"
+                + (f" after {self.warmup:.0%} warm-up" if self.schedule == "cosine" else "")
                 + (f" (planned: {', '.join(self.chosen)})" if self.chosen else " (all given)"))
 
     def to_dict(self) -> dict:
@@ -83,7 +84,8 @@ def train_bytes_per_voxel(config: TrainConfig, precision: str) -> int:
     return (2 if precision == "bf16" else 4) * config.base_channels * (6 + 5 * config.n_conv)
 
 
-def _time_steps(net: UNet, device: torch.device, precision: str, patch: int, batch: int, ndim: int, n: int = 3) -> float:
+def _time_steps(net: UNet, device: torch.device, precision: str, patch: int, batch: int, ndim: int,
+                n: int = 3) -> float:
     """Seconds per optimiser step (median of ``n`` after one warm-up) on random data."""
     shape = (batch, 1) + (patch,) * ndim
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
