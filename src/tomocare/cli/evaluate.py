@@ -14,20 +14,14 @@ from tomocare.evaluate.snr import BOXES_HELP
 @app.command()
 def evaluate(
     a: Annotated[Path, typer.Argument(help="Volume to measure (MRC or OME-Zarr), e.g. a half or a denoised tomogram.")],
-    b: Annotated[
-        Optional[Path], typer.Argument(help="Second volume: FSC of A against B (e.g. the other half).")
-    ] = None,
+    b: Annotated[Optional[Path], typer.Argument(help="Second volume: FSC of A against B (the other half).")] = None,
     reference: Annotated[
         Optional[Path],
         typer.Option(help="Ground truth: PSNR, SSIM, NRMSE, MSE of A (and B), whole and p5/p50/p95 over "
                      "sub-volumes."),
     ] = None,
-    fit: Annotated[
-        bool, typer.Option(help="Least-squares scale and offset fit to the reference before the metrics.")
-    ] = True,
-    boxes: Annotated[
-        Optional[Path], typer.Option(help="SNR estimate (NT2C Eq. 5) from paired boxes. " + BOXES_HELP)
-    ] = None,
+    fit: Annotated[bool, typer.Option(help="Fit scale and offset to the reference (least squares) first.")] = True,
+    boxes: Annotated[Optional[Path], typer.Option(help="SNR (NT2C Eq. 5) from paired boxes. " + BOXES_HELP)] = None,
     particles: Annotated[
         Optional[Path],
         typer.Option(help="Particle table (NAME_particles.csv from 'tomocare simulate': z,y,x,radius in voxels): "

@@ -1,8 +1,10 @@
-"""Pictures and tables for a denoising run: orthoslices and the summary (FSC figures: ``plots``)."""
+"""The report of a denoising run: per tomogram FSC before/after, orthoslices and PSNR against a clean
+volume when there is one (``tomogram_report``), and the summary table and page (FSC figures: ``plots``)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +16,11 @@ import numpy as np  # noqa: E402
 from tomocare.evaluate.html_report import summary_cell, write_html_report  # noqa: E402
 from tomocare.evaluate.plots import save_figure  # noqa: E402
 from tomocare.io.atomic import write_atomic  # noqa: E402
+from tomocare.io.discover import VolumePair  # noqa: E402
+from tomocare.io.volume import Volume, open_volume  # noqa: E402
+
+log = logging.getLogger(__name__)
+REPORT_CROP = 128  # edge of the central sub-volume used for FSC and PSNR in the report
 
 
 def _scale_bar_length(width_a: float) -> float:
@@ -69,3 +76,62 @@ def write_summary(rows: list[dict], report_dir: Path, settings: dict | None = No
     ]
     write_atomic(report_dir / "summary.md", "# tomocare denoising report\n\n" + "\n".join(lines + notes) + "\n")
     write_html_report(rows, report_dir, settings=settings, notes=[n for n in notes if n])
+
+
+def _central(volume: Volume, edge: int) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s // 2 - edge // 2), max(0, s // 2 - edge // 2) + min(s, edge)) for s in volume.shape)
+
+
+def _planes(array, shape) -> dict[str, np.ndarray]:
+    z, y, x = (s // 2 for s in shape)
+    stride = max(1, max(shape) // 1024)  # pictures need no more than ~1000 pixels a side (tomogram_report knows)
+    return {
+        "xy": np.asarray(array[z, ::stride, ::stride]),
+        "xz": np.asarray(array[::stride, y, ::stride]),
+        "yz": np.asarray(array[::stride, ::stride, x]),
+    }
+
+
+def tomogram_report(pair: VolumePair, denoised_path: Path, model_dir: Path, report_dir: Path) -> dict:
+    """Orthoslices, FSC before/after on a central sub-volume, and PSNR when a clean volume exists."""
+    from tomocare.evaluate.fsc import fsc, write_fsc_csv
+    from tomocare.evaluate.metrics import psnr
+    from tomocare.evaluate.plots import fsc_figure
+    from tomocare.model import Model
+    from tomocare.predict.engine import CPU_TASK_MEMORY
+    from tomocare.predict.network import NetworkOperator
+
+    denoised = open_volume(denoised_path)
+    crop = _central(pair.even, REPORT_CROP)
+    even, odd = (np.asarray(v.array[crop], dtype=np.float32) for v in (pair.even, pair.odd))
+    model = Model.read(model_dir)
+    net = model.network()
+    # the network on each half's crop on its own, in pieces of bounded memory (as on the workers)
+    max_voxels = CPU_TASK_MEMORY // NetworkOperator(model, "fp32").bytes_per_voxel("cpu")
+    d_even, d_odd = (model.predict_whole(v, net=net, precision="auto", max_voxels=max_voxels) for v in (even, odd))
+    vs = pair.even.voxel_size[-1]
+    raw_fsc, den_fsc = fsc(even, odd, vs), fsc(d_even, d_odd, vs)
+    curves = {"raw halves (resolution)": raw_fsc, "denoised halves (consistency, not resolution)": den_fsc}
+    fsc_figure(curves, report_dir / f"{pair.name}_fsc.png",
+               f"{pair.name}: FSC of the even vs odd halves (central {'x'.join(map(str, even.shape))} voxels)")
+    write_fsc_csv({"raw": raw_fsc, "denoised_consistency": den_fsc}, report_dir / f"{pair.name}_fsc.csv")
+
+    raw_planes = [_planes(v.array, v.shape) for v in (pair.even, pair.odd)]
+    avg = {k: (raw_planes[0][k] + raw_planes[1][k]) / 2 for k in raw_planes[0]}
+    den = _planes(denoised.array, denoised.shape)
+    stride = max(1, max(pair.even.shape) // 1024)
+    orthoslices({"raw (even+odd)/2": avg, "denoised": den}, report_dir / f"{pair.name}_slices.png",
+                f"{pair.name}: central orthoslices", pixel_size=vs * stride if vs else None)
+    row = {"fsc143_raw_A": raw_fsc.crossing(0.143), "fsc143_denoised_consistency_A": den_fsc.crossing(0.143)}
+    training = model.extra.get("training", {})
+    if "stop_reason" in training:
+        row["stop_reason"] = training["stop_reason"] + (" (under-trained)" if training.get("under_trained") else "")
+    clean_path = pair.even.path.parent / f"{pair.name}_clean.mrc"
+    truth = open_volume(clean_path) if clean_path.exists() else None  # simulated data carry their ground truth
+    if truth is not None and truth.shape != pair.even.shape:
+        log.warning("%s: shape %s differs from the tomogram's %s; no PSNR", clean_path, truth.shape, pair.even.shape)
+    elif truth is not None:
+        clean = np.asarray(truth.array[crop], dtype=np.float32)
+        row["psnr_raw_db"] = psnr((even + odd) / 2, clean)
+        row["psnr_denoised_db"] = psnr(np.asarray(denoised.array[crop]), clean)
+    return row
