@@ -8,12 +8,10 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 from helpers import write_test_mrc
 
 from tomocare.cli import main
-from tomocare.model import save_model
-from tomocare.nn import UNet
+from tomocare.testing import tiny_model
 
 SHAPE = (16, 24, 20)
 INT_FIELDS = {"nx": 0, "ny": 4, "nz": 8, "mode": 12, "mx": 28, "my": 32, "mz": 36, "ispg": 88, "nsymbt": 92}
@@ -27,11 +25,7 @@ CASES = ([(name, "<i", off, v) for name, off in INT_FIELDS.items() for v in INT_
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "model"
-    save_model(path, UNet(depth=1, base_channels=2, residual=False), mean=0.0, std=1.0, voxel_size=10.0,
-               patch_size=16, trained_on=["t"])
-    return path
+    return tiny_model(tmp_path_factory.mktemp("m") / "model", base_channels=2)
 
 
 def _mutate(path, fmt: str, offset: int, value) -> None:

@@ -7,12 +7,10 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-import torch
 from helpers import write_test_mrc
 
 from tomocare.cli import main
-from tomocare.model import save_model
-from tomocare.nn import UNet
+from tomocare.testing import tiny_model
 
 starfile = pytest.importorskip("starfile")
 
@@ -56,11 +54,7 @@ def _project(root: Path, names: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "model"
-    save_model(path, UNet(depth=1, base_channels=4, residual=False), mean=0.0, std=1.0, voxel_size=10.0,
-               patch_size=16, trained_on=["t"])
-    return path
+    return tiny_model(tmp_path_factory.mktemp("m") / "model", base_channels=4)
 
 
 def test_a_relion_project_is_denoised_from_its_star_file(tmp_path, model, client, capsys):
