@@ -139,3 +139,15 @@ def test_tiled_equals_whole(upsample):
         whole = _predict_whole(net, vol)
         tiled = _predict_tiled(net, vol, tile=(16, 24, 32))  # last tiles along z and x are cut short
     np.testing.assert_allclose(tiled.numpy(), whole.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ndim,kernel", [(2, 3), (3, 3), (3, 5)])
+def test_nearest_upsampling_is_one_transposed_convolution(ndim, kernel):
+    """The folded kernel computes nearest upsampling then the convolution: same values, borders included."""
+    from tomocare.nn.unet import _Up
+
+    torch.manual_seed(0)
+    up = _Up(ndim, 6, 4, kernel, "nearest").double()
+    x = torch.randn((2, 6) + (7,) * ndim, dtype=torch.float64)
+    direct = F.relu(up.conv(F.interpolate(x, scale_factor=2, mode="nearest")))
+    assert torch.allclose(up(x), direct, atol=1e-12)
