@@ -25,7 +25,15 @@ from tomocare.config import PredictSettings
 from tomocare.io.volume import open_volume
 from tomocare.model import Model, save_model
 from tomocare.nn.unet import UNet
-from tomocare.predict.engine import DONE_FILE, plan_run, run_blocks
+from tomocare.predict.engine import (
+    CPU_TASK_SHARE,
+    DONE_FILE,
+    TaskMemory,
+    local_task_memory,
+    plan_run,
+    run_blocks,
+    task_memory,
+)
 from tomocare.predict.network import NetworkOperator
 from tomocare.testing import RecordingOperator
 
@@ -60,11 +68,11 @@ def halves(tmp_path_factory):
     return even, odd
 
 
-def _plan(model_dir, inputs, out, *, free_memory=None, **settings):
+def _plan(model_dir, inputs, out, *, memory=None, **settings):
     """The network of ``model_dir`` planned over ``inputs`` with ``PredictSettings(**settings)``."""
     settings = PredictSettings(**settings)
     operator = NetworkOperator.from_settings(Model.read(model_dir), settings)
-    return plan_run(operator, inputs, out, settings, free_memory=free_memory)
+    return plan_run(operator, inputs, out, settings, memory=memory)
 
 
 def _reference(model_dir, even, odd, precision="auto"):
@@ -135,7 +143,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, small_model, halv
     even, odd = halves
     out = tmp_path / "r.zarr"
     cmd = [sys.executable, "-m", "tomocare.cli", "predict", "--model", str(model_dir), "--even", str(even),
-           "--odd", str(odd), "--out", str(out), "--chunks", "8", "--workers", "1"]
+           "--odd", str(odd), "--out", str(out), "--chunks", "8", "--block", "8", "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     done = tmp_path / f".{out.name}.partial" / DONE_FILE
     deadline = time.time() + 120
@@ -211,12 +219,33 @@ def test_2d_network_on_an_image_stack(tmp_path, client):
     assert np.abs(out - ref).max() <= 1e-5
 
 
-def test_block_grows_to_fill_the_gpu_memory_given(model_dir, halves):
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_block_grows_to_the_task_memory_given(model_dir, halves, device):
     even, odd = halves
-    small = _plan(model_dir, [even, odd], "o.zarr", chunks=16)
-    assert small.plan.block == (16, 16, 16)
-    roomy = _plan(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=2 * 3 * small.memory_per_task)
+    assert _plan(model_dir, [even, odd], "o.zarr", chunks=16).plan.block == (16, 16, 16)  # no memory given
+    small = _plan(model_dir, [even, odd], "o.zarr", chunks=16, block=16, memory=TaskMemory(device, 10**15))
+    roomy = _plan(model_dir, [even, odd], "o.zarr", chunks=16, memory=TaskMemory(device, 3 * small.memory_per_task))
     assert roomy.plan.block[0] > 16 and roomy.memory_per_task <= 3 * small.memory_per_task
     assert all(b % 16 == 0 or b >= n for b, n in zip(roomy.plan.block, SHAPE))
-    huge = _plan(model_dir, [even, odd], "o.zarr", chunks=16, free_memory=10**15)
+    assert "network_pieces" not in roomy.describe()  # the grown tile fits: computed whole
+    huge = _plan(model_dir, [even, odd], "o.zarr", chunks=16, memory=TaskMemory(device, 10**15))
     assert huge.plan.n_blocks == 1
+    shared = _plan(model_dir, [even, odd], "o.zarr", chunks=16, memory=TaskMemory(device, 10**15, slots=4))
+    assert shared.plan.n_blocks >= 4  # every slot gets a block
+    assert small.plan.block == (16, 16, 16)  # a block given is kept
+
+
+def test_a_small_cpu_budget_computes_the_network_in_pieces(model_dir, halves):
+    even, odd = halves
+    whole = _plan(model_dir, [even, odd], "o.zarr", chunks=32)
+    tight = _plan(model_dir, [even, odd], "o.zarr", chunks=32, memory=TaskMemory("cpu", whole.memory_per_task // 4))
+    assert tight.plan.block == whole.plan.block and "network_pieces" in tight.describe()
+    assert tight.memory_per_task < whole.memory_per_task
+
+
+def test_task_memory_is_a_share_of_the_cpu_workers_memory_limit(client):
+    info = client.scheduler_info(n_workers=-1)["workers"].values()
+    memory = task_memory(client)
+    least = min(w["memory_limit"] // w["nthreads"] for w in info)
+    assert memory == TaskMemory("cpu", int(CPU_TASK_SHARE * least), sum(w["nthreads"] for w in info))
+    assert abs(2 * local_task_memory(2).budget - local_task_memory(1).budget) <= 2 and local_task_memory(2).slots == 2

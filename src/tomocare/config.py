@@ -31,13 +31,15 @@ class PredictSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     block: int | None = Field(None, ge=1, description="output block edge per task, a multiple of chunks "
-                              "(default: chunks; larger blocks waste less on halos, need more memory)")
+                              "(default: the largest the workers' memory allows for a network, else chunks; "
+                              "larger blocks waste less on halos, need more memory)")
     chunks: int = Field(DEFAULT_CHUNK, ge=8, description="output chunk edge, voxels")
     dtype: Literal["float32", "float16"] = Field("float32", description="output data type")
     precision: Precision = Field("auto", description="network arithmetic; auto: bf16 where the device has fast bf16 "
                                  "(CUDA, CPUs with AVX-512 BF16 or AMX), else fp32")
-    task_memory_mib: int | None = Field(None, ge=16, description="network memory per task on CPU workers, MiB "
-                                        "(default 384); larger tiles are computed in pieces, with the same result")
+    task_memory_mib: int | None = Field(None, ge=16, description="memory per task on CPU workers, MiB (default: a "
+                                        "quarter of a worker's memory limit per thread); the block grows to fill it, "
+                                        "larger tiles are computed in pieces, with the same result")
     orientations: int = Field(1, ge=1, le=8, description="orientations (flips) the network sees each half in, "
                               "outputs averaged: 1 already shows the odd half flipped (free, +0.25 dB); "
                               "2 gains ~0.2 dB more at twice the time")

@@ -119,7 +119,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     from tomocare.evaluate.report import tomogram_report, write_summary
     from tomocare.io.convert import export_mrc
     from tomocare.model import Model
-    from tomocare.predict.engine import gpu_free_memory, plan_run, run_blocks
+    from tomocare.predict.engine import plan_run, run_blocks, task_memory
     from tomocare.predict.network import NetworkOperator
 
     dataset, out_dir = Path(dataset), Path(out_dir)
@@ -137,7 +137,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
     run_config = {"version": __version__, "dataset": str(dataset),
                   "model": str(options.model) if options.model else None, **settings.model_dump()}
     write_atomic(out_dir / "config.json", json.dumps(run_config, indent=2) + "\n")
-    free_memory = gpu_free_memory(client) if settings.predict.block is None else None
+    memory = task_memory(client) if settings.predict.block is None else None  # blocks as large as it allows
     shared_model = None
     if options.model is None and not settings.denoise.per_tomogram:
         shared_model = _train_model(pairs, out_dir / "model", options, voxel_size, client)
@@ -161,7 +161,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
                 _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
             operator = NetworkOperator.from_settings(Model.read(model_dir), settings.predict)
             planned = plan_run(operator, [pair.even.path, pair.odd.path], zarr_out, settings.predict,
-                               free_memory=free_memory)
+                               memory=memory)
             run_blocks(planned, client, overwrite=True, progress=settings.train.progress)
             if settings.denoise.mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)

@@ -71,13 +71,16 @@ def _run_operator(operator: BlockOperator, inputs: list[Path], out: Path, mrc: P
                   settings: PredictSettings, *, dry_run: bool, overwrite: bool, scheduler: str | None,
                   workers: int | None) -> None:
     """Plan ``operator`` over ``inputs`` (bad inputs fail here, before a cluster starts), then run it on the
-    cluster, resuming an interrupted run, and export ``mrc``. With GPU workers and no block given, the
-    plan is made again for the GPUs' free memory (larger blocks)."""
+    cluster, resuming an interrupted run, and export ``mrc``. Without ``--block`` a network's blocks are
+    as large as its workers' memory allows (``task_memory``): the dry run plans for the local cluster
+    the command would start, the run for the workers it got."""
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import finished_output, gpu_free_memory, plan_run, run_blocks
+    from tomocare.predict.engine import finished_output, local_task_memory, plan_run, run_blocks, task_memory
 
-    planned = plan_run(operator, inputs, out, settings)
+    sized = operator.gpu and settings.block is None  # the block follows the workers' memory
+    memory = local_task_memory(workers) if sized and scheduler is None else None
+    planned = plan_run(operator, inputs, out, settings, memory=memory)
     if dry_run:
         typer.echo(json.dumps(planned.describe(), indent=2))
         return
@@ -89,8 +92,8 @@ def _run_operator(operator: BlockOperator, inputs: list[Path], out: Path, mrc: P
     with open_client(scheduler, workers) as client:
         if client.dashboard_link:
             typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
-        if operator.gpu and settings.block is None and (free := gpu_free_memory(client)):
-            planned = plan_run(operator, inputs, out, settings, free_memory=free)
+        if sized and (actual := task_memory(client)) != memory:
+            planned = plan_run(operator, inputs, out, settings, memory=actual)
         stats = (keep and finished_output(planned)) or run_blocks(planned, client, overwrite=overwrite,
                                                                   progress=sys.stderr.isatty())
         if mrc is not None:

@@ -19,12 +19,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
 from distributed import Client, as_completed
 
+from tomocare.cluster import usable_cores
 from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import check_output, commit, output_lock, refuse_inputs, remove, temporary_sibling
@@ -42,9 +43,22 @@ log = logging.getLogger(__name__)
 RUN_FILE = "tomocare_run.json"
 DONE_FILE = "tomocare_done.txt"
 _OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the output's disk is full or read-only
-#: Memory for an operator's working set per task on CPU workers, when not set: with two workers and the
-#: client, a default network run stays within 2 GiB (benchmarks/quality.py prints the peak).
+#: Memory for an operator's working set per task on CPU workers when neither the workers' memory nor
+#: ``task_memory_mib`` is known: the network in pieces, two workers and the client within 2 GiB.
 CPU_TASK_MEMORY = 384 * 2**20
+#: Share of a CPU worker's memory limit (per thread) one task plans for; the rest is the worker itself
+#: (torch, the tiles read, dask's buffers) and headroom.
+CPU_TASK_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class TaskMemory:
+    """Memory one task may use on its worker: ``budget`` bytes of ``device`` memory; ``slots``: tasks
+    the cluster runs at once (worker threads in all)."""
+
+    device: Literal["cpu", "cuda"]
+    budget: int
+    slots: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class BlockRun:
     chunks: Shape
     dtype: str
     memory_per_task: int  # bytes, rough
+    budget: int | None = None  # bytes a task was planned for
 
     def fingerprint(self) -> str:
         """What the output depends on: operator, inputs (path and identity on disk), plan, layout.
@@ -111,6 +126,7 @@ class BlockRun:
             "output_chunks": list(self.chunks),
             "dtype": self.dtype,
             "estimated_memory_per_task_mib": round(self.memory_per_task / 2**20),
+            **({"task_memory_budget_mib": round(self.budget / 2**20)} if self.budget else {}),
             **({"network_pieces": list(pieces)} if pieces else {}),
         }
 
@@ -131,16 +147,18 @@ def plan_run(
     out: str | os.PathLike,
     settings: PredictSettings | None = None,
     *,
-    free_memory: int | None = None,
+    memory: TaskMemory | None = None,
 ) -> BlockRun:
     """Open and check the inputs and the operator against them; plan the blocks. Reads no voxel data
     (unless the operator depends on the data's statistics, e.g. NAD's contrast).
 
-    With ``free_memory`` (bytes of the workers' GPUs, see ``gpu_free_memory``) and no ``settings.block``,
-    the block is the largest multiple of the chunks whose task fits in half of it: larger blocks waste
-    less on halos (computed/output ratio 2.97 at 128, 1.81 at 256, 1.50 at 384 for halo 28). Without it
-    (CPU workers) the operator computes within ``settings.task_memory_mib`` (default ``CPU_TASK_MEMORY``)
-    where it can (the network in pieces): memory per task is bounded, the output is the same.
+    With ``memory`` (what a task of the workers may use: ``task_memory(client)``) and no
+    ``settings.block``, the block is the largest multiple of the chunks whose task fits it and that
+    leaves every slot a block (where the chunks do): larger blocks waste less on halos
+    (computed/output ratio 2.97 at 128, 1.81 at 256, 1.50 at 384 for halo 28). Without it blocks
+    are ``settings.block`` or the chunks. On CPU workers the operator then computes within the
+    budget (``settings.task_memory_mib`` first) where it can (the network in pieces, with the same
+    output), so memory per task is bounded whatever the block.
     """
     settings = settings or PredictSettings()
     out = Path(out)
@@ -152,36 +170,42 @@ def plan_run(
         halo, factor = network_geometry(len(shape), operator.ndim, operator.halo, operator.factor)
     except TomocareError as err:
         raise TomocareError(f"{volumes[0].path}: {err} (use a {len(shape)}-D model)") from None
-    device = "cuda" if free_memory else "cpu"
+    device, budget = (memory.device, memory.budget) if memory else ("cpu", CPU_TASK_MEMORY)
+    if device == "cpu" and settings.task_memory_mib:
+        budget = settings.task_memory_mib * 2**20
+
+    def task_bytes(tile: Shape) -> int:  # the operator's working set, the tiles read and the output
+        io = 8 * (len(volumes) + 1) * int(np.prod(tile))
+        return operator.call_voxels(tile) * operator.bytes_per_voxel(device) + io
+
     block = settings.block
-    if block is None and free_memory:
-        block = _largest_block(shape, settings.chunks, halo, factor, operator.bytes_per_voxel(device), free_memory // 2)
+    if block is None and memory:
+        block = settings.chunks
+        enough = min(memory.slots, BlockPlan(shape, _edge(shape, block, factor), halo, factor).n_blocks)
+        for edge in range(2 * settings.chunks, round_up(max(shape), settings.chunks) + 1, settings.chunks):
+            grown = BlockPlan(shape, _edge(shape, edge, factor), halo, factor)
+            if task_bytes(grown.tile_shape(grown.block)) > budget or grown.n_blocks < enough:
+                break
+            block = edge
     block = block or settings.chunks
     if block % settings.chunks and block < max(shape):
         raise TomocareError(f"block {block} must be a multiple of the output chunks ({settings.chunks})")
-    plan = BlockPlan(shape, tuple(min(block, round_up(s, f)) for s, f in zip(shape, factor)), halo, factor)
+    plan = BlockPlan(shape, _edge(shape, block, factor), halo, factor)
     tile = plan.tile_shape(plan.block)
-    if not free_memory:
-        budget = CPU_TASK_MEMORY if settings.task_memory_mib is None else settings.task_memory_mib * 2**20
+    if device == "cpu":
         operator = operator.within(tile, budget)
-    memory = (operator.call_voxels(tile) * operator.bytes_per_voxel(device)
-              + 8 * len(volumes) * int(np.prod(tile)))  # the tiles read, and the output
-    return BlockRun(operator, volumes, out, plan, tuple(min(settings.chunks, s) for s in shape), settings.dtype, memory)
+    return BlockRun(operator, volumes, out, plan, tuple(min(settings.chunks, s) for s in shape), settings.dtype,
+                    task_bytes(tile), budget)
 
 
-def _largest_block(shape: Shape, chunks: int, halo: Shape, factor: Shape, bytes_per_voxel: int, budget: int) -> int:
-    best = chunks
-    for edge in range(2 * chunks, round_up(max(shape), chunks) + 1, chunks):
-        tile = [min(edge, round_up(s, f)) + 2 * h for s, h, f in zip(shape, halo, factor)]
-        if np.prod(tile) * bytes_per_voxel > budget:
-            break
-        best = edge
-    return best
+def _edge(shape: Shape, block: int, factor: Shape) -> Shape:
+    return tuple(min(block, round_up(s, f)) for s, f in zip(shape, factor))
 
 
-def gpu_free_memory(client: Client) -> int | None:
-    """Free GPU memory per concurrent task (a worker's free memory over its threads), the least
-    over the cluster's workers, in bytes; None without GPUs."""
+def task_memory(client: Client) -> TaskMemory:
+    """What one task may use on the cluster's workers (the least over them): half of a GPU's free
+    memory over the worker's threads, or ``CPU_TASK_SHARE`` of a CPU worker's memory limit over its
+    threads (of the machine's memory over its cores where a worker has no limit)."""
 
     def free() -> int | None:
         import torch
@@ -189,8 +213,27 @@ def gpu_free_memory(client: Client) -> int | None:
         return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
 
     threads = client.nthreads()
-    values = [v // max(1, threads.get(w, 1)) for w, v in client.run(free).items() if v]
-    return min(values) if values else None
+    gpus = [v // max(1, threads.get(w, 1)) for w, v in client.run(free).items() if v]
+    slots = max(1, sum(threads.values()))
+    if gpus:
+        return TaskMemory("cuda", min(gpus) // 2, slots)
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    limits = [(info.get("memory_limit") or _machine_memory() // usable_cores()) // max(1, info.get("nthreads", 1))
+              for info in workers.values()]
+    return TaskMemory("cpu", int(CPU_TASK_SHARE * min(limits, default=_machine_memory() // usable_cores())), slots)
+
+
+def local_task_memory(n_workers: int | None = None) -> TaskMemory:
+    """``task_memory`` of the CPU workers ``dask_client`` starts on this machine (``n_workers``
+    processes of one thread, memory shared equally), known before they start: for ``--dry-run``."""
+    workers = n_workers or usable_cores()
+    return TaskMemory("cpu", int(CPU_TASK_SHARE * _machine_memory() // workers), workers)
+
+
+def _machine_memory() -> int:
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT)
 
 
 def run_blocks(
