@@ -29,16 +29,19 @@ def block_stats(block: np.ndarray) -> np.ndarray:
     return _float64_stats(values)
 
 
-def _finite_float32_stats(values: np.ndarray, total: float, row: int = 64) -> np.ndarray:
+def _finite_float32_stats(values: np.ndarray, total: float, row: int = 64, piece: int = 2**16) -> np.ndarray:
     n = values.size
     mean = total / n
     shift = np.float32(mean)
-    dev = np.subtract(values, shift)
-    whole = n - n % row
-    rows = dev[:whole].reshape(-1, row)
-    m2 = float(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64))
-    tail = dev[whole:].astype(np.float64)
-    m2 += float(np.dot(tail, tail))
+    scratch = np.empty(min(n, piece), dtype=np.float32)  # cache-sized: no block-sized temporary
+    m2 = 0.0
+    for start in range(0, n, piece):
+        dev = np.subtract(values[start : start + piece], shift, out=scratch[: min(piece, n - start)])
+        whole = dev.size - dev.size % row
+        rows = dev[:whole].reshape(-1, row)
+        m2 += float(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64))
+        tail = dev[whole:].astype(np.float64)
+        m2 += float(np.dot(tail, tail))
     m2 = max(m2 - n * (mean - float(shift)) ** 2, 0.0)  # deviations were taken from the rounded mean
     return np.array([n, mean, m2, float(values.min()), float(values.max()), 0], dtype=np.float64)
 
