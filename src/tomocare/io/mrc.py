@@ -161,7 +161,7 @@ def _read_planes(path: str, offset: int, file_dtype: np.dtype, plane: tuple[int,
 
 
 def _pread_exactly(fd: int, buf: np.ndarray, at: int, path: str) -> None:
-    view = memoryview(buf).cast("B")
+    view = memoryview(buf).cast("B")  # type: ignore[arg-type]  # a contiguous array (cast raises otherwise)
     done = 0
     while done < view.nbytes:
         n = os.preadv(fd, [view[done:]], at + done)
