@@ -18,11 +18,12 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import zarr
 from _measure import PeakRSS, gib, save
 
 from tomocare.cluster import dask_client
 from tomocare.io.convert import convert_to_zarr, export_mrc
-from tomocare.io.omezarr import COMPRESSIONS, DEFAULT_COMPRESSION, codecs_for
+from tomocare.io.omezarr import COMPRESSIONS, DEFAULT_COMPRESSION
 
 
 def make_mrc(path: Path, gib_size: float, ny: int = 1024, nx: int = 1024) -> tuple[int, int, int]:
@@ -77,7 +78,7 @@ def main() -> None:
     same = _same_data(src, mrc_out)
     zarr_bytes = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file())
     level0_bytes = sum(f.stat().st_size for f in (zarr_out / "0").rglob("*") if f.is_file())
-    codec = " + ".join(repr(c) for c in codecs_for(args.compression)) or "none"
+    codec = _codec(zarr_out / "0")
     results = {
         "input_bytes": size,
         "compression": args.compression,
@@ -106,6 +107,15 @@ def main() -> None:
     print(f"zarr store (with 2x, 4x levels): {gib(zarr_bytes)}; level 0 compression ratio {size / level0_bytes:.3f}; "
           f"round trip bit-identical: {same}")
     save(results, "convert")
+
+
+def _codec(level: Path) -> str:
+    """The stored codecs of a level after the bytes codec, e.g. ``blosc lz4 clevel 5 bitshuffle``."""
+    codecs = zarr.open_array(str(level), mode="r").metadata.to_dict()["codecs"]
+    return "; ".join(" ".join([c["name"], *(f"{k} {v}" if k in ("clevel", "level") else str(v)
+                                           for k, v in c.get("configuration", {}).items()
+                                           if k in ("cname", "clevel", "level", "shuffle"))])
+                     for c in codecs if c["name"] != "bytes") or "none"
 
 
 def _same_data(a: Path, b: Path, slab: int = 32) -> bool:
