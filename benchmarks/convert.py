@@ -18,10 +18,12 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import zarr
 from _measure import PeakRSS, gib, save
 
 from tomocare.cluster import dask_client
 from tomocare.io.convert import convert_to_zarr, export_mrc
+from tomocare.io.omezarr import COMPRESSIONS, DEFAULT_COMPRESSION
 
 
 def make_mrc(path: Path, gib_size: float, ny: int = 1024, nx: int = 1024) -> tuple[int, int, int]:
@@ -43,6 +45,8 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=4.0, help="size of the test MRC")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
+                        help="chunk compression (default: tomocare's default)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     src, zarr_out, mrc_out, copy = (args.workdir / n for n in ("big.mrc", "big.zarr", "back.mrc", "copy.mrc"))
@@ -63,7 +67,7 @@ def main() -> None:
         client.wait_for_workers(args.workers)
         with PeakRSS() as rss_convert:
             t = time.perf_counter()
-            convert_to_zarr(src, zarr_out, chunks=128, levels=3)
+            convert_to_zarr(src, zarr_out, chunks=128, levels=3, compression=args.compression)
             t_convert = time.perf_counter() - t
         with PeakRSS() as rss_export:
             t = time.perf_counter()
@@ -73,8 +77,12 @@ def main() -> None:
 
     same = _same_data(src, mrc_out)
     zarr_bytes = sum(f.stat().st_size for f in zarr_out.rglob("*") if f.is_file())
+    level0_bytes = sum(f.stat().st_size for f in (zarr_out / "0").rglob("*") if f.is_file())
+    codec = _codec(zarr_out / "0")
     results = {
         "input_bytes": size,
+        "compression": args.compression,
+        "codec": codec,
         "cp_seconds": round(t_cp, 2),
         "convert_seconds": round(t_convert, 2),
         "export_seconds": round(t_export, 2),
@@ -82,17 +90,32 @@ def main() -> None:
         "export_throughput_ratio_to_cp": round(t_cp / t_export, 3),
         "convert_peak_rss_bytes": rss_convert.peak,
         "export_peak_rss_bytes": rss_export.peak,
+        "convert_mib_per_s": round(size / t_convert / 2**20, 1),
+        "export_mib_per_s": round(size / t_export / 2**20, 1),
         "zarr_bytes_with_pyramid": zarr_bytes,
+        "zarr_level0_bytes": level0_bytes,
+        "compression_ratio_level0": round(size / level0_bytes, 3),
         "round_trip_identical": same,
         "workers": args.workers,
     }
+    print(f"codec: {args.compression} ({codec})")
     print(f"input {gib(size)}; cp {t_cp:.1f} s ({size / t_cp / 2**20:.0f} MiB/s)")
     print(f"convert: {t_convert:.1f} s ({size / t_convert / 2**20:.0f} MiB/s, {t_cp / t_convert:.2f}x cp), "
           f"peak RSS of all processes {gib(rss_convert.peak)}")
     print(f"export:  {t_export:.1f} s ({size / t_export / 2**20:.0f} MiB/s, {t_cp / t_export:.2f}x cp), "
           f"peak RSS of all processes {gib(rss_export.peak)}")
-    print(f"zarr store (with 2x, 4x levels): {gib(zarr_bytes)}; round trip bit-identical: {same}")
+    print(f"zarr store (with 2x, 4x levels): {gib(zarr_bytes)}; level 0 compression ratio {size / level0_bytes:.3f}; "
+          f"round trip bit-identical: {same}")
     save(results, "convert")
+
+
+def _codec(level: Path) -> str:
+    """The stored codecs of a level after the bytes codec, e.g. ``blosc lz4 clevel 5 bitshuffle``."""
+    codecs = zarr.open_array(str(level), mode="r").metadata.to_dict()["codecs"]
+    return "; ".join(" ".join([c["name"], *(f"{k} {v}" if k in ("clevel", "level") else str(v)
+                                           for k, v in c.get("configuration", {}).items()
+                                           if k in ("cname", "clevel", "level", "shuffle"))])
+                     for c in codecs if c["name"] != "bytes") or "none"
 
 
 def _same_data(a: Path, b: Path, slab: int = 32) -> bool:

@@ -52,6 +52,28 @@ def test_round_trip_is_bit_identical_and_keeps_header(tmp_path, client, mode):
         assert mrcfile.validate(tmp_path / "out.mrc", print_file=open("/dev/null", "w"))
 
 
+@pytest.mark.parametrize("compression", ["blosc-lz4", "blosc-zstd", "zstd", "none"])
+def test_every_compression_round_trips_bit_identical(tmp_path, client, compression):
+    data = _data(np.float32)
+    src = write_test_mrc(tmp_path / "in.mrc", data)
+    convert_to_zarr(src, tmp_path / "in.zarr", chunks=16, compression=compression)
+    codecs = zarr.open_array(str(tmp_path / "in.zarr" / "0"), mode="r").metadata.to_dict()["codecs"]
+    names = [c["name"] for c in codecs]
+    assert names[-1:] == {"none": ["bytes"], "zstd": ["zstd"]}.get(compression, ["blosc"])
+    if compression.startswith("blosc"):
+        assert codecs[-1]["configuration"]["cname"] == compression.split("-")[1]
+    export_mrc(tmp_path / "in.zarr", tmp_path / "out.mrc")
+    with mrcfile.open(tmp_path / "out.mrc") as out:
+        assert np.array_equal(out.data, data)
+
+
+def test_default_compression_is_blosc_lz4(tmp_path, client):
+    src = write_test_mrc(tmp_path / "in.mrc", _data(np.float32, shape=(8, 8, 8)))
+    convert_to_zarr(src, tmp_path / "in.zarr", chunks=8, levels=1)
+    (codec,) = zarr.open_array(str(tmp_path / "in.zarr" / "0"), mode="r").metadata.to_dict()["codecs"][1:]
+    assert codec["configuration"]["cname"] == "lz4" and codec["configuration"]["shuffle"] == "bitshuffle"
+
+
 def test_ome_zarr_metadata_pyramid_and_stats(tmp_path, client):
     data = _data(np.float32, shape=(40, 64, 72))
     data[3, 4, 5] = np.nan
@@ -109,6 +131,22 @@ def test_mrc_array_is_lazy_and_pickles_small(tmp_path):
     dask_arr = open_volume(src).to_dask(32)
     assert dask_arr.chunksize == (32, 32, 32)
     assert np.array_equal(dask_arr[33:40].compute(), data[33:40])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ">i2", np.float16])
+def test_mrc_array_reads_any_selection(tmp_path, monkeypatch, dtype):
+    data = _data(np.dtype(dtype).newbyteorder("="), shape=(9, 37, 23))
+    path = tmp_path / "t.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data.astype(dtype))
+    arr = open_mrc(path)
+    keys = [np.s_[:], np.s_[2:5, 3:30:4, 1:20], np.s_[4, :, 5], np.s_[:, 7], np.s_[1:8:3, ::5, ::2], np.s_[..., 3],
+            np.s_[0:0], np.s_[3, 36, 22], np.s_[:, 1:36:7, :], np.s_[-1, -5:, :]]
+    for read_bytes in (2**22, 3 * 23 * data.itemsize, 1):  # rows per read: all, three, one
+        monkeypatch.setattr("tomocare.io.mrc._READ_BYTES", read_bytes)
+        for key in keys:
+            got = arr[key]
+            assert got.dtype == data.dtype and np.array_equal(got, data[key]), (key, read_bytes)
 
 
 def test_xarray_view_mrc_and_zarr(tmp_path, client):

@@ -50,7 +50,8 @@ def convert(
                        "a directory for several."),
     ],
     chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = DEFAULT_CHUNK,
-    compression: Annotated[str, typer.Option(help="blosc-zstd, zstd or none.")] = "blosc-zstd",
+    compression: Annotated[str, typer.Option(
+        help="blosc-lz4 (fastest), blosc-zstd, zstd or none.")] = "blosc-lz4",  # omezarr.DEFAULT_COMPRESSION
     levels: Annotated[int, typer.Option(help="Pyramid levels (1 = full resolution only).")] = 3,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,

@@ -15,7 +15,7 @@ from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import check_output, refuse_inputs
 from tomocare.io.mrc import MRC_SUFFIXES, write_mrc
-from tomocare.io.omezarr import write_ome_zarr
+from tomocare.io.omezarr import DEFAULT_COMPRESSION, write_ome_zarr
 from tomocare.io.stats import Stats
 from tomocare.io.volume import check_values, open_volume, reading, warn_nonfinite
 
@@ -25,7 +25,7 @@ def convert_to_zarr(
     out: str | os.PathLike,
     *,
     chunks: int = DEFAULT_CHUNK,
-    compression: str = "blosc-zstd",
+    compression: str = DEFAULT_COMPRESSION,
     levels: int = 3,
     overwrite: bool = False,
 ) -> Stats:

@@ -102,9 +102,10 @@ class MrcArray:
         return self.header.voxel_size
 
     def __getitem__(self, key) -> np.ndarray:
-        """Read a selection. Each plane's rows are mapped and unmapped in turn: mapping the whole
-        file lets the kernel's fault-around put hundreds of MB of neighbouring pages into the
-        reader's resident memory for one 25 MB block of a wide volume."""
+        """Read a selection. Each plane's rows are read with ``pread`` (a few MB at a time) and the
+        selected columns copied out: mapping the file instead lets the kernel's fault-around put
+        hundreds of MB of neighbouring pages into the reader's resident memory for one 25 MB block
+        of a wide volume, and costs a page fault per row. A selection of whole rows is read in place."""
         planes = _plane_selection(key, self.shape)
         if planes is None:  # fancy indexing, or not a 3-D volume: map the whole data block
             mm = np.memmap(self.path, dtype=self.file_dtype, mode="r", offset=self.offset, shape=self.shape)
@@ -116,17 +117,57 @@ class MrcArray:
         ny, nx = self.shape[1:]
         out = np.empty((len(zs), len(range(y0, y1, ystep)), len(range(*xs.indices(nx)))), dtype=self.dtype)
         if out.size:
-            row_bytes = nx * np.dtype(self.file_dtype).itemsize
-            for i, z in enumerate(zs):
-                mm = np.memmap(self.path, dtype=self.file_dtype, mode="r",
-                               offset=self.offset + (z * ny + y0) * row_bytes, shape=(y1 - y0, nx))
-                out[i] = mm[::ystep, xs]
-                del mm
+            _read_planes(self.path, self.offset, np.dtype(self.file_dtype), (ny, nx), zs, (y0, y1, ystep), xs, out)
         return out.squeeze(axis=squeeze) if squeeze else out
 
     def __array__(self, dtype=None, copy=None):
         out = self[...]
         return out if dtype is None else out.astype(dtype)
+
+
+#: Bytes one ``pread`` of a plane's rows reads at most (a scratch buffer of this size).
+_READ_BYTES = 4 * 2**20
+
+
+def _read_planes(path: str, offset: int, file_dtype: np.dtype, plane: tuple[int, int], zs: range,
+                 rows: tuple[int, int, int], xs: slice, out: np.ndarray) -> None:
+    """Fill ``out`` (planes, rows, columns) from an MRC data block with ``pread``: rows ``y0:y1:ystep``
+    of the planes ``zs``, columns ``xs``; whole rows straight into ``out`` where its layout allows."""
+    ny, nx = plane
+    y0, y1, ystep = rows
+    row_bytes = nx * file_dtype.itemsize
+    whole = ystep == 1 and xs.indices(nx) == (0, nx, 1) and file_dtype == out.dtype
+    per_read = max(1, min(y1 - y0, _READ_BYTES // row_bytes))
+    scratch = None if whole else np.empty((per_read, nx), dtype=file_dtype)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for i, z in enumerate(zs):
+            for r0 in range(y0, y1, per_read):
+                r1 = min(y1, r0 + per_read)
+                if whole:
+                    buf = out[i, r0 - y0 : r1 - y0]
+                else:
+                    assert scratch is not None
+                    first = -(-(r0 - y0) // ystep) * ystep + y0  # the first selected row at or after r0
+                    if first >= r1:
+                        continue
+                    buf = scratch[: r1 - r0]
+                _pread_exactly(fd, buf, offset + (z * ny + r0) * row_bytes, path)
+                if not whole:
+                    out[i, (first - y0) // ystep : (first - y0) // ystep + len(range(first, r1, ystep))] = (
+                        buf[first - r0 :: ystep, xs])
+    finally:
+        os.close(fd)
+
+
+def _pread_exactly(fd: int, buf: np.ndarray, at: int, path: str) -> None:
+    view = memoryview(buf).cast("B")  # type: ignore[arg-type]  # a contiguous array (cast raises otherwise)
+    done = 0
+    while done < view.nbytes:
+        n = os.preadv(fd, [view[done:]], at + done)
+        if n == 0:
+            raise TomocareError(f"{path}: truncated MRC file (ends at byte {at + done}, the data need more)")
+        done += n
 
 
 def _plane_selection(key, shape: tuple[int, ...]):

@@ -28,12 +28,19 @@ from tomocare.io.atomic import atomic_path
 from tomocare.io.blocks import write_blocks
 from tomocare.io.stats import Stats, block_stats
 
-COMPRESSIONS = ("blosc-zstd", "zstd", "none")
+#: Short names of the chunk compressions tomocare writes; every store of any of them reads back.
+COMPRESSIONS = ("blosc-lz4", "blosc-zstd", "zstd", "none")
+#: The default: blosc's lz4 with bit shuffling (as the CZ cryoET data portal's stores use lz4)
+#: compresses noisy float32 tomograms as much as blosc-zstd level 3 (about 1.17x) at four times
+#: the speed, which on two cores is the difference in conversion speed (benchmarks/convert.py).
+DEFAULT_COMPRESSION = "blosc-lz4"
 AXES = ("z", "y", "x")
 
 
 def codecs_for(compression: str) -> list:
     """Compressor list for zarr v3 from a short name."""
+    if compression == "blosc-lz4":
+        return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle)]
     if compression == "blosc-zstd":
         return [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
     if compression == "zstd":
@@ -84,8 +91,12 @@ class Downsampled:
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         bounds = [k.indices(n)[:2] for k, n in zip(key, self.shape)]
         block = np.asarray(self.source[tuple(slice(2 * a, 2 * b) for a, b in bounds)], dtype=np.float32)
-        shape = [x for a, b in bounds for x in (b - a, 2)]
-        return block.reshape(shape).mean(axis=tuple(range(1, 2 * self.ndim, 2)))
+        for axis in range(self.ndim):  # pairs summed axis by axis: ten times faster than a mean over 2^n
+            even = (slice(None),) * axis + (slice(0, None, 2),)
+            odd = (slice(None),) * axis + (slice(1, None, 2),)
+            block = np.add(block[even], block[odd])
+        block *= np.float32(0.5**self.ndim)
+        return block
 
 
 def _level(group: zarr.Group, name: str) -> zarr.Array:
@@ -144,7 +155,7 @@ def write_ome_zarr(
     *,
     voxel_size: tuple[float, float, float],
     chunks: int | tuple[int, ...] = DEFAULT_CHUNK,
-    compression: str = "blosc-zstd",
+    compression: str = DEFAULT_COMPRESSION,
     levels: int = 3,
     attrs: dict | None = None,
     overwrite: bool = False,
