@@ -137,10 +137,10 @@ def test_help_shows_the_defaults_of_the_settings(command, model, fields, capsys)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["denoise", "{tmp}", "--out", "{tmp}/o", "--block", "0"], "predict.block"),
-    (["denoise", "{tmp}", "--out", "{tmp}/o", "--chunks", "4"], "predict.chunks"),
-    (["baseline", "median", "{tmp}/a.mrc", "{tmp}/o.zarr", "--block", "0"], "predict.block"),
-    (["baseline", "median", "{tmp}/a.mrc", "{tmp}/o.zarr", "--chunks", "4"], "predict.chunks"),
+    (["denoise", "{tmp}", "--out", "{tmp}/o", "--block", "0"], "--block: Input should be greater"),
+    (["denoise", "{tmp}", "--out", "{tmp}/o", "--chunks", "4"], "--chunks: Input should be greater"),
+    (["baseline", "median", "{tmp}/a.mrc", "{tmp}/o.zarr", "--block", "0"], "--block: Input should be greater"),
+    (["baseline", "median", "{tmp}/a.mrc", "{tmp}/o.zarr", "--chunks", "4"], "--chunks: Input should be greater"),
 ])
 def test_denoise_and_baseline_block_and_chunks_are_checked_as_settings(tmp_path, capsys, argv, expected):
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2  # before any cluster starts

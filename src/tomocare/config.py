@@ -83,14 +83,20 @@ def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
             ) from None
         if not isinstance(data, dict):
             raise TomocareError(f"{path}: expected sections [train], [predict], [denoise]")
+    given = set()  # (section, key) set on the command line
     for name, values in sections.items():
         data.setdefault(name, {}).update({k: v for k, v in values.items() if v is not None})
+        given |= {(name, k) for k, v in values.items() if v is not None}
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
-        where = f"{path}: " if path is not None else ""
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise TomocareError(f"{where}{problems}") from None
+
+        def where(loc: tuple) -> str:  # the option for a value given on the command line, else the file's key
+            if tuple(loc[:2]) in given:
+                return "--" + str(loc[1]).replace("_", "-")
+            return f"{path}: {'.'.join(map(str, loc))}" if path is not None else ".".join(map(str, loc))
+
+        raise TomocareError("; ".join(f"{where(e['loc'])}: {e['msg']}" for e in err.errors())) from None
 
 
 def example() -> str:
