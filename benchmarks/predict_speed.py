@@ -29,7 +29,7 @@ from _measure import PeakRSS, gib, save
 from precision import precision_gap, report
 
 from tomocare.cluster import dask_client, usable_cores
-from tomocare.config import PredictSettings
+from tomocare.config import Precision, PredictSettings
 from tomocare.io.omezarr import write_ome_zarr
 from tomocare.io.volume import open_volume
 from tomocare.model import Model, save_model
@@ -66,9 +66,11 @@ def bare_speed(net: UNet, tile: int, block: int, threads: int, precision: str, r
     return block**3 * repeats / (time.perf_counter() - t)
 
 
-def engine_speed(model: Path, inputs: list[Path], warmup: list[Path], out: Path, workers: int) -> dict:
-    """The default plan for ``workers`` single-threaded workers; voxels/s of the timed run, peak memory."""
-    settings = PredictSettings()
+def engine_speed(model: Path, inputs: list[Path], warmup: list[Path], out: Path, workers: int,
+                 precision: Precision = "auto") -> dict:
+    """The default plan for ``workers`` single-threaded workers (GPUs where the local cluster has them);
+    voxels/s of the timed run, peak memory."""
+    settings = PredictSettings(precision=precision)
     operator = NetworkOperator.from_settings(Model.read(model), settings)
     with PeakRSS() as peak, dask_client(n_workers=workers, threads_per_worker=1) as client:
         client.wait_for_workers(workers)

@@ -235,6 +235,17 @@ def test_block_grows_to_the_task_memory_given(model_dir, halves, device):
     assert small.plan.block == (16, 16, 16)  # a block given is kept
 
 
+def test_the_planned_block_is_seamless(tmp_path, client, model_dir, halves):
+    """Whatever block the memory allows (here grown past the chunks), the output equals the whole volume's."""
+    one = _plan(model_dir, list(halves), "o.zarr", chunks=16, block=16, memory=TaskMemory("cpu", 10**15))
+    planned = _plan(model_dir, list(halves), tmp_path / "g.zarr", chunks=16,
+                    memory=TaskMemory("cpu", 3 * one.memory_per_task, slots=2))
+    assert 16 < planned.plan.block[-1] and planned.plan.n_blocks >= 2 and "network_pieces" not in planned.describe()
+    run_blocks(planned, client)
+    out = np.asarray(zarr.open_group(str(tmp_path / "g.zarr"), mode="r")["0"][:])
+    assert np.abs(out - _reference(model_dir, *halves)).max() <= 1e-5
+
+
 def test_a_small_cpu_budget_computes_the_network_in_pieces(model_dir, halves):
     even, odd = halves
     whole = _plan(model_dir, [even, odd], "o.zarr", chunks=32)
