@@ -2,46 +2,26 @@
 
     python benchmarks/train_step.py [--sizes 32x8 48x4 64x2] [--steps 6]
 
-One step as ``tomocare train`` makes it (``train.loop``): the forward pass under the precision's
-autocast on a channels-last batch, the MSE loss in fp32, backward and an Adam update; random data
-(the cost does not depend on it), all cores in one process. The median of ``--steps`` steps after
-two warm-up steps. fp32 is the network without reduced precision (before bf16 training); the
-precision ``auto`` chooses on this machine is printed beside it. The default training plan on
+One step as ``tomocare train`` makes it and its planner times it (``train.plan.time_steps``): the
+forward pass under the precision's autocast on a channels-last batch, the MSE loss in fp32,
+backward and an Adam update; random data (the cost does not depend on it), all cores in one
+process. The median of ``--steps`` steps after a warm-up step. fp32 is the network without
+reduced precision (before bf16 training); the precision ``auto`` chooses on this machine is
+printed beside it. The default training plan on
 this CPU chose 32^3 patches in batches of 4 or 8 (README, quality benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from _measure import save
 
-from tomocare.nn.device import autocast, channels_last, pick_device, resolve_precision
+from tomocare.nn.device import channels_last, pick_device, resolve_precision
 from tomocare.nn.unet import UNet
 from tomocare.train import TrainConfig
-
-
-def step_seconds(net: UNet, device: torch.device, precision: str, patch: int, batch: int, steps: int) -> float:
-    shape = (batch, 1) + (patch,) * net.ndim
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
-    x = channels_last(torch.randn(shape, device=device))
-    y = torch.randn(shape, device=device)
-    times = []
-    for _ in range(steps + 2):
-        t = time.perf_counter()
-        with autocast(device, precision):
-            out = net(x)
-        loss = torch.nn.functional.mse_loss(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
-    rest = sorted(times[2:])
-    return rest[len(rest) // 2]
+from tomocare.train.plan import time_steps
 
 
 def main() -> None:
@@ -58,7 +38,8 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         patch, batch = (int(v) for v in size.split("x"))
-        seconds = {p: step_seconds(net, device, p, patch, batch, args.steps) for p in dict.fromkeys(("fp32", chosen))}
+        seconds = {p: time_steps(net, device, p, patch, batch, net.ndim, n=args.steps)
+                   for p in dict.fromkeys(("fp32", chosen))}
         rows.append({"patch": patch, "batch": batch, "seconds": seconds})
         line = ", ".join(f"{p} {s:.3f} s" for p, s in seconds.items())
         ratio = f"; {chosen} {seconds['fp32'] / seconds[chosen]:.2f}x faster than fp32" if chosen != "fp32" else ""

@@ -273,26 +273,15 @@ def mrc_to_dask(source: MrcArray, chunks: int | tuple[int, ...] = DEFAULT_CHUNK)
                          meta=np.empty((0,) * source.ndim, source.dtype))
 
 
-@dataclass(frozen=True)
-class _MrcDataTarget:
-    """Picklable writable view of an MRC data block (used on workers)."""
-
-    path: str
-    shape: tuple[int, ...]
-    dtype: str
-    offset: int
-
-    def write(self, region: tuple[slice, ...], block: np.ndarray) -> None:
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self.offset, shape=self.shape)
-        try:
-            mm[region] = block
-            mm.flush()
-        finally:
-            del mm
-
-
-def _write_block(block: np.ndarray, target: _MrcDataTarget, region: tuple[slice, ...]) -> np.ndarray:
-    target.write(region, block.astype(target.dtype, copy=False))
+def _write_block(block: np.ndarray, target: dict, region: tuple[slice, ...]) -> np.ndarray:
+    """Write one block into the MRC data block that ``target`` describes (``np.memmap``'s filename,
+    dtype, offset and shape: small and picklable, mapped on the worker); return its statistics."""
+    mm = np.memmap(mode="r+", **target)
+    try:
+        mm[region] = block.astype(mm.dtype, copy=False)
+        mm.flush()
+    finally:
+        del mm
     return block_stats(block)
 
 
@@ -344,7 +333,7 @@ def write_mrc(
             if org is not None:
                 mrc.header.origin = (org[2], org[1], org[0])
             offset = mrc.header.nbytes + int(mrc.header.nsymbt)
-        target = _MrcDataTarget(str(tmp), tuple(array.shape), dtype.str, offset)
+        target = {"filename": str(tmp), "dtype": dtype.str, "offset": offset, "shape": tuple(array.shape)}
         stats = write_blocks(array, _write_block, target)
         if check is not None:
             check(stats)

@@ -84,8 +84,8 @@ def train_bytes_per_voxel(config: TrainConfig, precision: str) -> int:
     return (2 if precision == "bf16" else 4) * config.base_channels * (6 + 5 * config.n_conv)
 
 
-def _time_steps(net: UNet, device: torch.device, precision: str, patch: int, batch: int, ndim: int,
-                n: int = 3) -> float:
+def time_steps(net: UNet, device: torch.device, precision: str, patch: int, batch: int, ndim: int,
+               n: int = 3) -> float:
     """Seconds per optimiser step (median of ``n`` after one warm-up) on random data."""
     shape = (batch, 1) + (patch,) * ndim
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
@@ -163,7 +163,7 @@ def plan_training(
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                seconds = _time_steps(net, device, precision, *candidate, config.ndim)
+                seconds = time_steps(net, device, precision, *candidate, config.ndim)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 break
