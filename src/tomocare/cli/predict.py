@@ -15,6 +15,9 @@ from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
 from tomocare.predict.operator import BlockOperator
 
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print a summary of the block plan and exit.")]
+AsJson = Annotated[bool, typer.Option("--json", help="With --dry-run: print the full plan as JSON instead.")]
+
 
 @app.command()
 def predict(
@@ -45,7 +48,8 @@ def predict(
         typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%."),
     ] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -63,26 +67,30 @@ def predict(
     settings = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
                                                   orientations=orientations, strict=strict)).predict
     operator = NetworkOperator.from_settings(Model.read(model), settings)
-    _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, overwrite=overwrite, scheduler=scheduler,
-                  workers=workers)
+    _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, as_json=as_json, overwrite=overwrite,
+                  scheduler=scheduler, workers=workers)
 
 
 def _run_operator(operator: BlockOperator, inputs: list[Path], out: Path, mrc: Path | None,
-                  settings: PredictSettings, *, dry_run: bool, overwrite: bool, scheduler: str | None,
-                  workers: int | None) -> None:
+                  settings: PredictSettings, *, dry_run: bool, as_json: bool = False, overwrite: bool,
+                  scheduler: str | None, workers: int | None) -> None:
     """Plan ``operator`` over ``inputs`` (bad inputs fail here, before a cluster starts), then run it on the
     cluster, resuming an interrupted run, and export ``mrc``. Without ``--block`` a network's blocks are
     as large as its workers' memory allows (``task_memory``): the dry run plans for the local cluster
     the command would start, the run for the workers it got."""
+    from tomocare.cli.summary import plan_summary
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.predict.engine import finished_output, local_task_memory, plan_run, run_blocks, task_memory
 
+    if as_json and not dry_run:
+        raise TomocareError("--json goes with --dry-run (it prints the plan instead of running it)")
     sized = operator.gpu and settings.block is None  # the block follows the workers' memory
     memory = local_task_memory(workers) if sized and scheduler is None else None
     planned = plan_run(operator, inputs, out, settings, memory=memory)
     if dry_run:
-        typer.echo(json.dumps(planned.describe(), indent=2))
+        described = planned.describe()
+        typer.echo(json.dumps(described, indent=2) if as_json else "\n".join(plan_summary(described)))
         return
     keep = _keep_finished(out, mrc, overwrite)
     check_output(out, overwrite=overwrite or keep)
@@ -138,7 +146,8 @@ def baseline(
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Block = None,
     chunks: Chunks = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -150,4 +159,4 @@ def baseline(
     settings = load_settings(None, predict=dict(block=block, chunks=chunks)).predict
     inputs = [input] if odd is None else [input, odd]
     _run_operator(make_filter(method, **_parse_params(param or [])), inputs, out, mrc, settings, dry_run=dry_run,
-                  overwrite=overwrite, scheduler=scheduler, workers=workers)
+                  as_json=as_json, overwrite=overwrite, scheduler=scheduler, workers=workers)

@@ -1,0 +1,34 @@
+"""A newcomer's first hour (issue 17, item 6): what the commands print and promise is readable and true."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import write_test_mrc
+
+from tomocare.cli import main
+
+
+@pytest.fixture
+def volume(tmp_path):
+    rng = np.random.default_rng(0)
+    return write_test_mrc(tmp_path / "v.mrc", rng.normal(size=(24, 32, 32)).astype(np.float32))
+
+
+def test_dry_run_is_a_short_summary_and_json_on_request(tmp_path, volume, capsys):
+    args = ["baseline", "gaussian", str(volume), str(tmp_path / "o.zarr"), "-p", "sigma=1.5", "--dry-run"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 8 and not lines[0].startswith("{")
+    text = "\n".join(lines)
+    for expected in ("blocks: 1 of 24 x 32 x 32", "halo 6 x 6 x 6", "voxels computed per voxel written",
+                     "memory per task", "filter gaussian (sigma=1.5)", f"inputs: {volume}", "o.zarr (float32"):
+        assert expected in text, expected
+    assert main([*args, "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["blocks"] == 1 and described["operator"]["method"] == "gaussian"
+    assert main(args[:-1] + ["--json"]) == 2  # --json without --dry-run
+    assert "--json goes with --dry-run" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
