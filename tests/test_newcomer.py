@@ -32,3 +32,27 @@ def test_dry_run_is_a_short_summary_and_json_on_request(tmp_path, volume, capsys
     assert main(args[:-1] + ["--json"]) == 2  # --json without --dry-run
     assert "--json goes with --dry-run" in capsys.readouterr().err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def _click_commands() -> dict:
+    import typer
+
+    from tomocare.cli import app
+
+    return typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(_click_commands()))
+def test_each_command_opens_with_a_short_complete_sentence(name):
+    """The top-level help lists each command by the first paragraph of its help, cut at ~45 characters:
+    that paragraph is one sentence that fits."""
+    command = _click_commands()[name]
+    first = command.help.split("\n\n")[0].strip()
+    assert first.endswith(".") and "\n" not in first, first
+    assert command.get_short_help_str(limit=45) == first
+
+
+def test_top_level_help_cuts_nothing(capsys):
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out.split("Commands:")[1]
+    assert "..." not in listing

@@ -30,7 +30,9 @@ def simulate(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Write a synthetic dataset with ground truth: NAME_even/_odd/_clean.mrc and particle positions."""
+    """Write a synthetic dataset with ground truth.
+
+    NAME_even/_odd.mrc (noisy halves), NAME_clean.mrc (the truth) and NAME_particles.csv (positions)."""
     from tomocare.simulate import simulate_dataset
 
     with open_client(scheduler, workers):
@@ -57,7 +59,9 @@ def convert(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Convert MRC tomograms to chunked, compressed OME-Zarr, streaming (never the whole volume in memory)."""
+    """Convert MRC tomograms to OME-Zarr.
+
+    Chunked, compressed, with a pyramid; streamed (never the whole volume in memory)."""
     from tomocare.io.convert import convert_to_zarr, plan_conversions
     from tomocare.io.omezarr import codecs_for
 
@@ -80,7 +84,9 @@ def export(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Export an OME-Zarr image to MRC, streamed chunk by chunk, with the original header restored."""
+    """Export an OME-Zarr image to MRC.
+
+    Streamed chunk by chunk, with the original header restored."""
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.io.volume import open_volume
@@ -102,7 +108,9 @@ def info(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Describe tomograms (shape, dtype, voxel size, statistics) or the pairs found in a directory."""
+    """Describe tomograms or the pairs of a dataset.
+
+    Shape, dtype and voxel size of each volume, or the pairs found in a directory."""
     from tomocare.io.discover import discover_pairs
     from tomocare.io.volume import open_volume
 

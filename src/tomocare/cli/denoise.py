@@ -77,7 +77,9 @@ def denoise(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Denoise a whole dataset: train one model on all tomograms, predict each, write a report. Resumable."""
+    """Denoise a whole dataset, end to end.
+
+    Train one model on all tomograms, predict each, write a report; rerun the same command to resume."""
     from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
 
@@ -103,7 +105,9 @@ def demo(
     time_limit: Annotated[float, typer.Option(help="Training wall-clock budget in seconds.")] = 200.0,
     workers: Workers = None,
 ) -> None:
-    """Simulate a small dataset and denoise it end to end (a few minutes on a laptop), then print the figures."""
+    """Simulate a small dataset and denoise it.
+
+    End to end (a few minutes on a laptop), then print the figures."""
     from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
     from tomocare.simulate import simulate_dataset
@@ -132,7 +136,9 @@ def config(
         Optional[Path], typer.Option("--out", "-o", help="Write the example here instead of printing it.")
     ] = None,
 ) -> None:
-    """Write a commented example settings file, or check one and print what it resolves to."""
+    """Write or check a settings file.
+
+    --example writes a commented file with every default; given a FILE, prints what it resolves to."""
     from tomocare.config import example as example_text
     from tomocare.config import load_settings
 

@@ -54,7 +54,9 @@ def predict(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
+    """Denoise a tomogram with a trained model.
+
+    Tiled, seamless, distributed and resumable (rerun the same command to resume)."""
     from tomocare.config import load_settings
     from tomocare.model import Model
     from tomocare.predict.network import NetworkOperator
@@ -152,7 +154,9 @@ def baseline(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Apply a classical filter block-wise on the prediction engine: out-of-core, distributed, seamless."""
+    """Denoise with a classical filter.
+
+    Block-wise on the prediction engine: out-of-core, distributed, seamless."""
     from tomocare.baselines import make_filter
     from tomocare.config import load_settings
 

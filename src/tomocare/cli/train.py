@@ -103,8 +103,9 @@ def train(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images);
-    patches are read by dask workers."""
+    """Train a Noise2Noise U-Net.
+
+    On even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
     from tomocare.config import load_settings
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
