@@ -35,7 +35,8 @@ def test_convert_export_info(tmp_path, client, capsys):
     with mrcfile.open(tmp_path / "back.mrc") as m:
         assert np.array_equal(m.data, data)
     assert main(["info", str(tmp_path / "t.zarr")]) == 0
-    assert "shape (20, 24, 28)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "shape (20, 24, 28)" in out and f"mean {data.mean():.4g}" in out  # the statistics convert stored
 
 
 def _error_line(capsys) -> str:

@@ -56,3 +56,16 @@ def test_top_level_help_cuts_nothing(capsys):
     assert main(["--help"]) == 0
     listing = capsys.readouterr().out.split("Commands:")[1]
     assert "..." not in listing
+
+
+def test_info_shows_statistics_as_its_help_says(volume, capsys):
+    assert main(["info", "--help"]) == 0
+    assert "--stats" in " ".join(capsys.readouterr().out.split())
+    assert main(["info", str(volume)]) == 0
+    assert "mean" not in capsys.readouterr().out  # an MRC file stores none: not read unless asked
+    assert main(["info", "--stats", str(volume)]) == 0
+    line = capsys.readouterr().out.strip()
+    data = np.random.default_rng(0).normal(size=(24, 32, 32)).astype(np.float32)
+    assert f"mean {data.mean():.4g}, std {data.std():.4g}, min {data.min():.4g}, max {data.max():.4g}" in line
+    assert main(["info", "--stats", "--json", str(volume)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["stats"]["count"] == data.size

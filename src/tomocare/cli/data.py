@@ -107,12 +107,18 @@ def info(
         typer.Argument(help="MRC files, OME-Zarr images, dataset directories or RELION 5 tomograms.star files."),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", help="Compute the statistics of volumes that do not store them (MRC files): "
+                     "reads every voxel."),
+    ] = False,
 ) -> None:
     """Describe tomograms or the pairs of a dataset.
 
-    Shape, dtype and voxel size of each volume, or the pairs found in a directory."""
+    Shape, dtype and voxel size of each volume, with its statistics (mean, std, min, max) where the file
+    stores them (OME-Zarr written by tomocare) or with --stats; or the pairs found in a directory."""
     from tomocare.io.discover import discover_pairs
-    from tomocare.io.volume import open_volume
+    from tomocare.io.volume import compute_stats, open_volume
 
     report: list[dict[str, Any]] = []
     for path in paths:
@@ -134,7 +140,7 @@ def info(
                 "dtype": str(vol.dtype),
                 "voxel_size": list(vol.voxel_size),
                 "origin": list(vol.origin),
-                "stats": vol.stats.to_dict() if vol.stats else None,
+                "stats": compute_stats(vol, check=False).to_dict() if vol.stats or stats else None,
                 "size_gib": (
                     round(vol.array.size * vol.dtype.itemsize / 2**30, 3) if hasattr(vol.array, "size") else None
                 ),
@@ -152,5 +158,16 @@ def info(
                 typer.echo(f"  unmatched: {u}")
         else:
             vs = " x ".join(f"{v:g}" for v in entry["voxel_size"])
-            typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å")
+            typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å"
+                       + _stats_text(entry["stats"]))
+
+
+def _stats_text(stats: dict | None) -> str:
+    """``; mean .., std .., min .., max ..`` (and the NaN or infinite voxels), or nothing without statistics."""
+    if not stats:
+        return ""
+    if not stats["count"]:
+        return "; no finite voxels"
+    text = "; " + ", ".join(f"{k} {stats[k]:.4g}" for k in ("mean", "std", "min", "max"))
+    return text + (f", {stats['nonfinite']} NaN or infinite voxels" if stats["nonfinite"] else "")
 
