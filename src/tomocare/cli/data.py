@@ -41,7 +41,8 @@ def simulate(
             voxel_size=voxel_size, chunks=chunks, overwrite=overwrite,
         )
     for entry in written:
-        typer.echo(f"{entry['name']}: " + ", ".join(str(v) for k, v in entry.items() if k != "name"))
+        files = ", ".join(f"{k} {entry[k]}" for k in ("even", "odd", "clean", "particles"))
+        typer.echo(f"{entry['name']}: seed {entry['seed']}, noise std {entry['noise_std']:.4g}; {files}")
 
 
 @app.command()
