@@ -69,3 +69,20 @@ def test_info_shows_statistics_as_its_help_says(volume, capsys):
     assert f"mean {data.mean():.4g}, std {data.std():.4g}, min {data.min():.4g}, max {data.max():.4g}" in line
     assert main(["info", "--stats", "--json", str(volume)]) == 0
     assert json.loads(capsys.readouterr().out)[0]["stats"]["count"] == data.size
+
+
+def test_baseline_help_lists_every_parameter_with_its_default_and_unit(capsys):
+    from dataclasses import fields
+
+    from tomocare.baselines import FILTERS
+
+    assert main(["baseline", "--help"]) == 0
+    text = capsys.readouterr().out
+    for method, cls in FILTERS.items():
+        assert f"{method}:" in text
+        for f in fields(cls):
+            shown = "auto" if f.default is None else f"{f.default:g}"
+            line = next((ln for ln in text.splitlines() if f" {f.name}={shown} " in ln), None)
+            assert line is not None, (method, f.name)
+            assert f.metadata["help"] in line  # the meaning: unit and range
+    assert "cutoff=0.3" in text and "fraction of Nyquist" in text

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from tomocare.baselines.params import params_help
 from tomocare.cli.app import app
 from tomocare.cli.options import Block, Chunks, Dtype, Overwrite, Scheduler, Workers, open_client, with_default
 from tomocare.config import PredictSettings
@@ -132,7 +133,8 @@ def _parse_params(values: list[str]) -> dict[str, float]:
     return params
 
 
-@app.command()
+@app.command(help="Denoise with a classical filter.\n\nBlock-wise on the prediction engine: out-of-core, "
+             "distributed, seamless.\n\n\b\nParameters (-p NAME=VALUE) with their defaults:\n" + params_help())
 def baseline(
     method: Annotated[
         str, typer.Argument(help="median, gaussian, lowpass (Butterworth) or nad (non-linear anisotropic diffusion).")
@@ -142,8 +144,8 @@ def baseline(
     odd: Annotated[Optional[Path], typer.Option(help="Odd half: the halves are averaged, then filtered.")] = None,
     param: Annotated[
         Optional[list[str]],
-        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable "
-                     "(e.g. sigma=1.5, size=3, cutoff=0.3, order=4, iterations=10)."),
+        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (the parameters of each "
+                     "method, their defaults and units: see above)."),
     ] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Block = None,
@@ -154,9 +156,7 @@ def baseline(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Denoise with a classical filter.
-
-    Block-wise on the prediction engine: out-of-core, distributed, seamless."""
+    """Denoise with a classical filter (the help, with each method's parameters, is in ``@app.command``)."""
     from tomocare.baselines import make_filter
     from tomocare.config import load_settings
 
