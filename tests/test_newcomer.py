@@ -86,3 +86,23 @@ def test_baseline_help_lists_every_parameter_with_its_default_and_unit(capsys):
             assert line is not None, (method, f.name)
             assert f.metadata["help"] in line  # the meaning: unit and range
     assert "cutoff=0.3" in text and "fraction of Nyquist" in text
+
+
+def test_evaluate_a_volume_against_itself_says_identical_without_a_warning(tmp_path, capsys, recwarn):
+    rng = np.random.default_rng(1)
+    same = write_test_mrc(tmp_path / "s.mrc", rng.normal(size=(64, 64, 64)).astype(np.float32))
+    for fit in ("--fit", "--no-fit"):
+        out = tmp_path / f"ev{fit}"
+        assert main(["evaluate", str(same), str(same), "--reference", str(same), fit, "--out", str(out)]) == 0
+        captured = capsys.readouterr()
+        assert "warning" not in captured.err and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+        assert captured.out.count("s.mrc vs s.mrc: identical to the reference (MSE 0)") == 2, captured.out
+        assert "inf" not in captured.out and "nan" not in captured.out
+        assert json.loads((out / "metrics.json").read_text())["reference"]["A"]["whole"]["psnr_db"] is None
+
+
+def test_psnr_of_identical_volumes_is_infinite_not_an_error():
+    from tomocare.evaluate.metrics import psnr
+
+    x = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    assert psnr(x, x) == float("inf")
