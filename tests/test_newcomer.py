@@ -106,3 +106,35 @@ def test_psnr_of_identical_volumes_is_infinite_not_an_error():
 
     x = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
     assert psnr(x, x) == float("inf")
+
+
+@pytest.mark.parametrize("command", ["train", "denoise"])
+def test_device_option_is_a_checked_setting(tmp_path, volume, capsys, command):
+    argv = {"train": ["train", "--even", str(volume), "--odd", str(volume)],
+            "denoise": ["denoise", str(tmp_path)]}[command]
+    assert main([command, "--help"]) == 0
+    assert "--device" in capsys.readouterr().out
+    assert main([*argv, "-o", str(tmp_path / "out"), "--device", "gpu"]) == 2  # before any cluster starts
+    err = capsys.readouterr().err.strip()
+    assert err == "error: train.device: unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"
+    if not __import__("torch").cuda.is_available():
+        assert main([*argv, "-o", str(tmp_path / "out"), "--device", "cuda:0"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_in_a_settings_file_is_checked_too(tmp_path, capsys):
+    settings = tmp_path / "s.toml"
+    settings.write_text('[train]\ndevice = "cuda:x"\n')
+    assert main(["config", str(settings)]) == 2
+    assert "train.device: unknown device 'cuda:x'" in capsys.readouterr().err
+
+
+def test_the_training_plan_names_the_device():
+    import torch
+
+    from tomocare.nn.device import device_name
+
+    assert device_name(torch.device("cpu")) == "cpu"
+    if torch.cuda.is_available():
+        assert device_name(torch.device("cuda")).startswith("cuda:0 (")

@@ -89,7 +89,8 @@ def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as err:
         where = f"{path}: " if path is not None else ""
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in err.errors())
         raise TomocareError(f"{where}{problems}") from None
 
 

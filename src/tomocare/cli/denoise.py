@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Block, Chunks, Device, Scheduler, Workers, open_client, with_default
 from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
@@ -64,6 +64,7 @@ def denoise(
         typer.Option("--mrc/--no-mrc",
                      help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc")),
     ] = None,
+    device: Device = None,
     block: Block = None,
     chunks: Chunks = None,
     allow_mixed: Annotated[
@@ -85,10 +86,14 @@ def denoise(
 
     settings = load_settings(
         config,
-        train={"time_limit": time_limit, "progress": sys.stderr.isatty()},
+        train={"time_limit": time_limit, "device": device, "progress": sys.stderr.isatty()},
         predict={"block": block, "chunks": chunks},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
     )
+    if model is None:
+        from tomocare.nn.device import pick_device
+
+        pick_device(settings.train.device)  # one line now, not after the cluster started, if it is not there
     options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
     with open_client(scheduler, workers) as client:
         rows = denoise_dataset(dataset, out, options=options, client=client)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Device, Overwrite, Scheduler, Workers, open_client, with_default
 from tomocare.errors import TomocareError
 from tomocare.train.config import TrainConfig
 
@@ -98,6 +98,7 @@ def train(
         Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
+    device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
@@ -110,14 +111,16 @@ def train(
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
     from tomocare.io.stats import normalisation
+    from tomocare.nn.device import pick_device
     from tomocare.train.loop import train as run_training
 
     if tilt_series and ndim not in (None, 2):
         raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
-                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed,
+                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed, device=device,
                      ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty())
     cfg = load_settings(config, train=overrides).train
+    pick_device(cfg.device)  # one line now, not after the cluster started, if it is not there
     if tilt_series and (dataset is not None or even or odd):
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
     pairs = (
