@@ -138,3 +138,40 @@ def test_the_training_plan_names_the_device():
     assert device_name(torch.device("cpu")) == "cpu"
     if torch.cuda.is_available():
         assert device_name(torch.device("cuda")).startswith("cuda:0 (")
+
+
+@pytest.mark.parametrize(("mask", "expected"), [
+    ("missing", "missing.mrc: no such file"),
+    ("small", "small.mrc: mask shape (12, 32, 32) differs from v's (24, 32, 32)"),
+    ("zero", "zero.mrc: the mask is all zero"),
+    ("two", "give one --mask per tomogram: 1 to train on, 2 masks"),
+])
+def test_a_bad_training_mask_is_one_line(tmp_path, volume, capsys, mask, expected):
+    shape = (24, 32, 32)
+    write_test_mrc(tmp_path / "small.mrc", np.ones((12, 32, 32), np.uint8))
+    write_test_mrc(tmp_path / "zero.mrc", np.zeros(shape, np.uint8))
+    write_test_mrc(tmp_path / "ok.mrc", np.ones(shape, np.uint8))
+    masks = {"two": ["ok.mrc", "ok.mrc"]}.get(mask, [f"{mask}.mrc"])
+    argv = ["train", "--even", str(volume), "--odd", str(volume), "-o", str(tmp_path / "m")]
+    assert main(argv + [a for m in masks for a in ("--mask", str(tmp_path / m))]) == 2  # before any cluster starts
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_training_mask_reaches_the_sampler(tmp_path, volume, monkeypatch):
+    import contextlib
+
+    import tomocare.cli.train as cli_train
+    import tomocare.train.loop as loop
+
+    given = {}
+    monkeypatch.setattr(cli_train, "open_client", lambda *a: contextlib.nullcontext())
+    monkeypatch.setattr(loop, "train", lambda pairs, out, **kw: given.update(kw, pairs=pairs))
+    mask = np.zeros((24, 32, 32), np.uint8)
+    mask[4:20, 8:24, 8:24] = 1
+    path = write_test_mrc(tmp_path / "mask.mrc", mask)
+    assert main(["train", "--even", str(volume), "--odd", str(volume), "-o", str(tmp_path / "m"),
+                 "--mask", str(path)]) == 0
+    (got,) = given["masks"]
+    assert np.array_equal(np.asarray(got[:]), mask) and len(given["pairs"]) == 1

@@ -50,6 +50,25 @@ def _adjacent_tilt_pairs(tilt_series: list[Path]):
     return pairs
 
 
+def _masks(paths: list[Path], pairs) -> list:
+    """The training masks, one per pair, opened and checked: the pair's shape, a nonzero voxel somewhere."""
+    from tomocare.io.volume import open_volume, reading
+
+    if len(paths) != len(pairs):
+        raise TomocareError(f"give one --mask per tomogram: {len(pairs)} to train on, {len(paths)} masks")
+    arrays = []
+    for path, pair in zip(paths, pairs):
+        mask = open_volume(path)
+        if tuple(mask.shape) != tuple(pair.even.shape):
+            raise TomocareError(f"{path}: mask shape {tuple(mask.shape)} differs from {pair.name}'s "
+                                f"{tuple(pair.even.shape)}")
+        with reading(path):
+            if not mask.to_dask().any().compute(scheduler="threads"):
+                raise TomocareError(f"{path}: the mask is all zero (patches are drawn where it is nonzero)")
+        arrays.append(mask.array)
+    return arrays
+
+
 @app.command()
 def train(
     dataset: Annotated[
@@ -98,6 +117,12 @@ def train(
         Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
+    mask: Annotated[
+        Optional[list[Path]],
+        typer.Option("--mask", help="Draw training patches only where this volume (the tomogram's shape) is "
+                     "nonzero; one per tomogram, in the order of --even (of a dataset: as 'tomocare info' lists "
+                     "its pairs). 3-D training only."),
+    ] = None,
     device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
@@ -127,13 +152,16 @@ def train(
         _adjacent_tilt_pairs(tilt_series) if tilt_series
         else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
     )
+    if mask and cfg.ndim == 2:
+        raise TomocareError("--mask works with 3-D training only")
+    masks = _masks(mask, pairs) if mask else None
     voxel_size = check_voxel_sizes(pairs)
-    refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)])
+    refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)] + list(mask or []))
     mean, std = normalisation(v for p in pairs for v in (p.even, p.odd)) or (None, None)
     with open_client(scheduler, workers) as client:
         run_training(
             [(p.even.array, p.odd.array) for p in pairs], out, config=cfg, client=client,
-            mean=mean, std=std, voxel_size=voxel_size,
+            mean=mean, std=std, voxel_size=voxel_size, masks=masks,
             names=[p.name for p in pairs], resume=resume, overwrite=overwrite,
         )
     typer.echo(f"model written to {out}")
