@@ -35,7 +35,8 @@ def test_convert_export_info(tmp_path, client, capsys):
     with mrcfile.open(tmp_path / "back.mrc") as m:
         assert np.array_equal(m.data, data)
     assert main(["info", str(tmp_path / "t.zarr")]) == 0
-    assert "shape (20, 24, 28)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "shape (20, 24, 28)" in out and f"mean {data.mean():.4g}" in out  # the statistics convert stored
 
 
 def _error_line(capsys) -> str:
@@ -67,6 +68,8 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, expected):
 
 def test_simulate_then_info_finds_the_pair(tmp_path, client, capsys):
     assert main(["simulate", str(tmp_path / "d"), "--n", "1", "--shape", "16", "32", "32", "--chunks", "16"]) == 0
+    line = capsys.readouterr().out.strip()  # every number labelled
+    assert line.startswith("tomo_000: seed ") and ", noise std " in line and f"even {tmp_path / 'd'}" in line
     names = sorted(p.name for p in (tmp_path / "d").iterdir())
     assert names == ["tomo_000_clean.mrc", "tomo_000_even.mrc", "tomo_000_odd.mrc", "tomo_000_particles.csv"]
     assert main(["info", str(tmp_path / "d")]) == 0

@@ -224,7 +224,8 @@ def _on(env: Env) -> list[str]:
 
 INFO = Command("info", lambda x, e, o: ["info", "--json", str(x)], (), check_info, reads_voxels=False)
 DRY_RUN = Command("predict --dry-run", lambda x, e, o: [
-    "predict", "-m", str(e.model), "--even", str(e.partner), "--odd", str(x), "--out", str(o / "p.zarr"), "--dry-run"],
+    "predict", "-m", str(e.model), "--even", str(e.partner), "--odd", str(x), "--out", str(o / "p.zarr"), "--dry-run",
+    "--json"],
     (), check_plan, reads_voxels=False, pair=True)
 CONVERT = Command("convert", lambda x, e, o: [
     "convert", str(x), str(o / "c.zarr"), "--chunks", "16", "--levels", "1", *_on(e)],

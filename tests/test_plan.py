@@ -103,9 +103,10 @@ def test_train_without_a_terminal_logs_progress_lines(tmp_path, pair, capsys, mo
     even, odd = (str(write_test_mrc(tmp_path / f"t_{h}.mrc", np.asarray(v[:]), voxel_size=(10.0,) * 3))
                  for h, v in zip(("even", "odd"), pair))
     code = main(["train", "--even", even, "--odd", odd, "-o", str(tmp_path / "m"), "--patch-size", "16",
-                 "--channels", "4", "--max-steps", "6", "--workers", "1"])
+                 "--channels", "4", "--max-steps", "6", "--workers", "1", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 0, err
+    assert json.loads((tmp_path / "m" / "train_config.json").read_text())["config"]["device"] == "cpu"
     lines = [line for line in err.splitlines() if " step " in line and "loss" in line]
     assert len(lines) >= 3 and "steps/s" in lines[0]
     assert "training plan on cpu" in err and "training stopped at step 6" in err

@@ -107,6 +107,9 @@ def test_cli_predict_dry_run_and_bad_block(tmp_path, model_dir, halves, capsys):
     args = ["predict", "--model", str(model_dir), "--even", str(even), "--odd", str(odd),
             "--out", str(tmp_path / "o.zarr")]
     assert main([*args, "--dry-run"]) == 0
+    summary = capsys.readouterr().out.splitlines()  # a few readable lines
+    assert len(summary) <= 8 and summary[0].startswith("blocks: 1 of ") and "voxels computed per voxel" in summary[1]
+    assert main([*args, "--dry-run", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"computed_to_output_ratio"' in out and '"blocks": 1' in out
     described = json.loads(out)  # one JSON object: the operator, then the plan

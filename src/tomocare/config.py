@@ -96,7 +96,8 @@ def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
                 return "--" + str(loc[1]).replace("_", "-")
             return f"{path}: {'.'.join(map(str, loc))}" if path is not None else ".".join(map(str, loc))
 
-        raise TomocareError("; ".join(f"{where(e['loc'])}: {e['msg']}" for e in err.errors())) from None
+        raise TomocareError("; ".join(f"{where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                                      for e in err.errors())) from None
 
 
 def example() -> str:

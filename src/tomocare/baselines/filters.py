@@ -18,6 +18,7 @@ import numpy as np
 from scipy import fft as scipy_fft
 from scipy import ndimage, signal
 
+from tomocare.baselines.params import NAD_MAX_TIME_STEP, param
 from tomocare.errors import TomocareError
 from tomocare.predict.operator import BlockOperator, TileFunction, averaged
 
@@ -25,7 +26,6 @@ GAUSSIAN_TRUNCATE = 4.0  # as scipy's default: kernel radius int(4 * sigma + 0.5
 LOWPASS_TOLERANCE = 1e-2  # the truncated low-pass kernel keeps all but this share of its L1 mass
 LOWPASS_GRID = 128  # grid on which the kernel is computed (its largest possible edge)
 NAD_TRUNCATE = 2.0  # radius of NAD's inner Gaussians: int(2 * sigma + 0.5)
-NAD_MAX_TIME_STEP = 0.15  # the explicit scheme is stable below about 1/6 in 3-D
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Filter(BlockOperator):
 @dataclass(frozen=True)
 class Median(Filter):
     method: ClassVar[str] = "median"
-    size: int = 3
+    size: int = param("median", "size")
 
     def __post_init__(self) -> None:
         if self.size < 1 or self.size % 2 != 1:
@@ -87,7 +87,7 @@ class Median(Filter):
 @dataclass(frozen=True)
 class Gaussian(Filter):
     method: ClassVar[str] = "gaussian"
-    sigma: float = 1.5
+    sigma: float = param("gaussian", "sigma")
 
     def __post_init__(self) -> None:
         if not 0 < self.sigma <= 20:
@@ -110,8 +110,8 @@ class Lowpass(Filter):
     """Butterworth low-pass: ``cutoff`` a fraction of Nyquist, ``order`` its steepness."""
 
     method: ClassVar[str] = "lowpass"
-    cutoff: float = 0.3
-    order: int = 4
+    cutoff: float = param("lowpass", "cutoff")
+    order: int = param("lowpass", "order")
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.cutoff < 1:
@@ -135,12 +135,12 @@ class NAD(Filter):
     unit of ``contrast``: None means the input's, filled in by :meth:`bind` (1 on a bare tile)."""
 
     method: ClassVar[str] = "nad"
-    iterations: int = 10
-    time_step: float = 0.1
-    contrast: float = 0.5
-    scale: float | None = None
-    sigma: float = 1.0
-    rho: float = 1.0
+    iterations: int = param("nad", "iterations")
+    time_step: float = param("nad", "time_step")
+    contrast: float = param("nad", "contrast")
+    scale: float | None = param("nad", "scale")
+    sigma: float = param("nad", "sigma")
+    rho: float = param("nad", "rho")
 
     def __post_init__(self) -> None:
         if not 1 <= self.iterations <= 200:

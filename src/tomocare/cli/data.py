@@ -30,7 +30,9 @@ def simulate(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Write a synthetic dataset with ground truth: NAME_even/_odd/_clean.mrc and particle positions."""
+    """Write a synthetic dataset with ground truth.
+
+    NAME_even/_odd.mrc (noisy halves), NAME_clean.mrc (the truth) and NAME_particles.csv (positions)."""
     from tomocare.simulate import simulate_dataset
 
     with open_client(scheduler, workers):
@@ -39,7 +41,8 @@ def simulate(
             voxel_size=voxel_size, chunks=chunks, overwrite=overwrite,
         )
     for entry in written:
-        typer.echo(f"{entry['name']}: " + ", ".join(str(v) for k, v in entry.items() if k != "name"))
+        files = ", ".join(f"{k} {entry[k]}" for k in ("even", "odd", "clean", "particles"))
+        typer.echo(f"{entry['name']}: seed {entry['seed']}, noise std {entry['noise_std']:.4g}; {files}")
 
 
 @app.command()
@@ -57,7 +60,9 @@ def convert(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Convert MRC tomograms to chunked, compressed OME-Zarr, streaming (never the whole volume in memory)."""
+    """Convert MRC tomograms to OME-Zarr.
+
+    Chunked, compressed, with a pyramid; streamed (never the whole volume in memory)."""
     from tomocare.io.convert import convert_to_zarr, plan_conversions
     from tomocare.io.omezarr import codecs_for
 
@@ -80,7 +85,9 @@ def export(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Export an OME-Zarr image to MRC, streamed chunk by chunk, with the original header restored."""
+    """Export an OME-Zarr image to MRC.
+
+    Streamed chunk by chunk, with the original header restored."""
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.io.volume import open_volume
@@ -101,10 +108,18 @@ def info(
         typer.Argument(help="MRC files, OME-Zarr images, dataset directories or RELION 5 tomograms.star files."),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", help="Compute the statistics of volumes that do not store them (MRC files): "
+                     "reads every voxel."),
+    ] = False,
 ) -> None:
-    """Describe tomograms (shape, dtype, voxel size, statistics) or the pairs found in a directory."""
+    """Describe tomograms or the pairs of a dataset.
+
+    Shape, dtype and voxel size of each volume, with its statistics (mean, std, min, max) where the file
+    stores them (OME-Zarr written by tomocare) or with --stats; or the pairs found in a directory."""
     from tomocare.io.discover import discover_pairs
-    from tomocare.io.volume import open_volume
+    from tomocare.io.volume import compute_stats, open_volume
 
     report: list[dict[str, Any]] = []
     for path in paths:
@@ -126,7 +141,7 @@ def info(
                 "dtype": str(vol.dtype),
                 "voxel_size": list(vol.voxel_size),
                 "origin": list(vol.origin),
-                "stats": vol.stats.to_dict() if vol.stats else None,
+                "stats": compute_stats(vol, check=False).to_dict() if vol.stats or stats else None,
                 "size_gib": (
                     round(vol.array.size * vol.dtype.itemsize / 2**30, 3) if hasattr(vol.array, "size") else None
                 ),
@@ -144,5 +159,16 @@ def info(
                 typer.echo(f"  unmatched: {u}")
         else:
             vs = " x ".join(f"{v:g}" for v in entry["voxel_size"])
-            typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å")
+            typer.echo(f"{entry['path']}: shape {tuple(entry['shape'])}, {entry['dtype']}, voxel {vs} Å"
+                       + _stats_text(entry["stats"]))
+
+
+def _stats_text(stats: dict | None) -> str:
+    """``; mean .., std .., min .., max ..`` (and the NaN or infinite voxels), or nothing without statistics."""
+    if not stats:
+        return ""
+    if not stats["count"]:
+        return "; no finite voxels"
+    text = "; " + ", ".join(f"{k} {stats[k]:.4g}" for k in ("mean", "std", "min", "max"))
+    return text + (f", {stats['nonfinite']} NaN or infinite voxels" if stats["nonfinite"] else "")
 

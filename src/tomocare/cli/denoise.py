@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Block, Chunks, Device, Scheduler, Workers, open_client, with_default
 from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
@@ -64,6 +64,7 @@ def denoise(
         typer.Option("--mrc/--no-mrc",
                      help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc")),
     ] = None,
+    device: Device = None,
     block: Block = None,
     chunks: Chunks = None,
     allow_mixed: Annotated[
@@ -77,16 +78,22 @@ def denoise(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Denoise a whole dataset: train one model on all tomograms, predict each, write a report. Resumable."""
+    """Denoise a whole dataset, end to end.
+
+    Train one model on all tomograms, predict each, write a report; rerun the same command to resume."""
     from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
 
     settings = load_settings(
         config,
-        train={"time_limit": time_limit, "progress": sys.stderr.isatty()},
+        train={"time_limit": time_limit, "device": device, "progress": sys.stderr.isatty()},
         predict={"block": block, "chunks": chunks},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
     )
+    if model is None:
+        from tomocare.nn.device import pick_device
+
+        pick_device(settings.train.device)  # one line now, not after the cluster started, if it is not there
     options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
     with open_client(scheduler, workers) as client:
         rows = denoise_dataset(dataset, out, options=options, client=client)
@@ -103,7 +110,9 @@ def demo(
     time_limit: Annotated[float, typer.Option(help="Training wall-clock budget in seconds.")] = 200.0,
     workers: Workers = None,
 ) -> None:
-    """Simulate a small dataset and denoise it end to end (a few minutes on a laptop), then print the figures."""
+    """Simulate a small dataset and denoise it.
+
+    End to end (a few minutes on a laptop), then print the figures."""
     from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
     from tomocare.simulate import simulate_dataset
@@ -132,7 +141,9 @@ def config(
         Optional[Path], typer.Option("--out", "-o", help="Write the example here instead of printing it.")
     ] = None,
 ) -> None:
-    """Write a commented example settings file, or check one and print what it resolves to."""
+    """Write or check a settings file.
+
+    --example writes a commented file with every default; given a FILE, prints what it resolves to."""
     from tomocare.config import example as example_text
     from tomocare.config import load_settings
 

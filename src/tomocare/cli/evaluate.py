@@ -43,7 +43,9 @@ def evaluate(
         Path, typer.Option("--out", "-o", help="Directory for metrics.json, fsc.csv, fsc.png, pr.png.")
     ] = Path("evaluation"),
 ) -> None:
-    """Measure a restoration: FSC (0.5/0.143 in Å), PSNR/SSIM/NRMSE/MSE, SNR from boxes, detection P/R."""
+    """Measure the quality of a restoration.
+
+    FSC (0.5/0.143 in Å), PSNR/SSIM/NRMSE/MSE against a reference, SNR from boxes, detection P/R."""
     from tomocare.errors import TomocareError
     from tomocare.evaluate.evaluate import evaluate as run_evaluation
     from tomocare.evaluate.evaluate import summary_lines

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import BaseModel
 
-from tomocare.config import PredictSettings
+from tomocare.config import PredictSettings, TrainConfig
 
 Scheduler = Annotated[
     Optional[str],
@@ -31,6 +31,13 @@ def with_default(text: str, model: type[BaseModel], field: str) -> str:
     default = model.model_fields[field].get_default(call_default_factory=True)
     shown = ("yes" if default else "no") if isinstance(default, bool) else default
     return f"{text} [{shown}]."
+
+
+Device = Annotated[
+    Optional[str],
+    typer.Option("--device", help=with_default("Device training runs on: auto (CUDA when present), cpu, cuda or "
+                                               "cuda:N; the training plan line names it", TrainConfig, "device")),
+]
 
 
 # Block-wise output (predict, baseline, denoise): None leaves the value to the settings (tomocare.config).

@@ -9,11 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from tomocare.baselines.params import params_help
 from tomocare.cli.app import app
 from tomocare.cli.options import Block, Chunks, Dtype, Overwrite, Scheduler, Workers, open_client, with_default
 from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
 from tomocare.predict.operator import BlockOperator
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print a summary of the block plan and exit.")]
+AsJson = Annotated[bool, typer.Option("--json", help="With --dry-run: print the full plan as JSON instead.")]
 
 
 @app.command()
@@ -45,12 +49,15 @@ def predict(
         typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%."),
     ] = None,
     config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Denoise a tomogram with a trained model: tiled, seamless, distributed, resumable (rerun to resume)."""
+    """Denoise a tomogram with a trained model.
+
+    Tiled, seamless, distributed and resumable (rerun the same command to resume)."""
     from tomocare.config import load_settings
     from tomocare.model import Model
     from tomocare.predict.network import NetworkOperator
@@ -63,26 +70,30 @@ def predict(
     settings = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
                                                   orientations=orientations, strict=strict)).predict
     operator = NetworkOperator.from_settings(Model.read(model), settings)
-    _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, overwrite=overwrite, scheduler=scheduler,
-                  workers=workers)
+    _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, as_json=as_json, overwrite=overwrite,
+                  scheduler=scheduler, workers=workers)
 
 
 def _run_operator(operator: BlockOperator, inputs: list[Path], out: Path, mrc: Path | None,
-                  settings: PredictSettings, *, dry_run: bool, overwrite: bool, scheduler: str | None,
-                  workers: int | None) -> None:
+                  settings: PredictSettings, *, dry_run: bool, as_json: bool = False, overwrite: bool,
+                  scheduler: str | None, workers: int | None) -> None:
     """Plan ``operator`` over ``inputs`` (bad inputs fail here, before a cluster starts), then run it on the
     cluster, resuming an interrupted run, and export ``mrc``. Without ``--block`` a network's blocks are
     as large as its workers' memory allows (``task_memory``): the dry run plans for the local cluster
     the command would start, the run for the workers it got."""
+    from tomocare.cli.summary import plan_summary
     from tomocare.io.atomic import check_output, refuse_inputs
     from tomocare.io.convert import export_mrc
     from tomocare.predict.engine import finished_output, local_task_memory, plan_run, run_blocks, task_memory
 
+    if as_json and not dry_run:
+        raise TomocareError("--json goes with --dry-run (it prints the plan instead of running it)")
     sized = operator.gpu and settings.block is None  # the block follows the workers' memory
     memory = local_task_memory(workers) if sized and scheduler is None else None
     planned = plan_run(operator, inputs, out, settings, memory=memory)
     if dry_run:
-        typer.echo(json.dumps(planned.describe(), indent=2))
+        described = planned.describe()
+        typer.echo(json.dumps(described, indent=2) if as_json else "\n".join(plan_summary(described)))
         return
     keep = _keep_finished(out, mrc, overwrite)
     check_output(out, overwrite=overwrite or keep)
@@ -122,7 +133,8 @@ def _parse_params(values: list[str]) -> dict[str, float]:
     return params
 
 
-@app.command()
+@app.command(help="Denoise with a classical filter.\n\nBlock-wise on the prediction engine: out-of-core, "
+             "distributed, seamless.\n\n\b\nParameters (-p NAME=VALUE) with their defaults:\n" + params_help())
 def baseline(
     method: Annotated[
         str, typer.Argument(help="median, gaussian, lowpass (Butterworth) or nad (non-linear anisotropic diffusion).")
@@ -132,22 +144,23 @@ def baseline(
     odd: Annotated[Optional[Path], typer.Option(help="Odd half: the halves are averaged, then filtered.")] = None,
     param: Annotated[
         Optional[list[str]],
-        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable "
-                     "(e.g. sigma=1.5, size=3, cutoff=0.3, order=4, iterations=10)."),
+        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (the parameters of each "
+                     "method, their defaults and units: see above)."),
     ] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     block: Block = None,
     chunks: Chunks = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the block plan and exit.")] = False,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Apply a classical filter block-wise on the prediction engine: out-of-core, distributed, seamless."""
+    """Denoise with a classical filter (the help, with each method's parameters, is in ``@app.command``)."""
     from tomocare.baselines import make_filter
     from tomocare.config import load_settings
 
     settings = load_settings(None, predict=dict(block=block, chunks=chunks)).predict
     inputs = [input] if odd is None else [input, odd]
     _run_operator(make_filter(method, **_parse_params(param or [])), inputs, out, mrc, settings, dry_run=dry_run,
-                  overwrite=overwrite, scheduler=scheduler, workers=workers)
+                  as_json=as_json, overwrite=overwrite, scheduler=scheduler, workers=workers)

@@ -34,7 +34,10 @@ def simulate_tilts(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Simulated aligned tilt series with ground truth: NAME.mrc, NAME.tlt, NAME_order.csv, NAME_phantom.mrc..."""
+    """Write simulated aligned tilt series.
+
+    With ground truth: NAME.mrc (noisy), NAME_clean.mrc, NAME_projections.mrc, NAME_phantom.mrc,
+    NAME_wedge.mrc (the phantom after the missing wedge), NAME.tlt and NAME_order.csv."""
     from tomocare.simulate.tiltseries import simulate_tilt_series, write_tilt_series
 
     with open_client(scheduler, workers):
@@ -63,7 +66,9 @@ def reconstruct(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Weighted back-projection of an aligned tilt series, slab by slab along y on dask workers."""
+    """Reconstruct a tomogram from a tilt series.
+
+    Weighted back-projection of an aligned tilt series, slab by slab along y on dask workers."""
     from tomocare.tilt.reconstruct import reconstruct_tomogram
 
     with open_client(scheduler, workers):
@@ -84,7 +89,9 @@ def split_frames(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Sum the even and the odd frames of a movie into two images with independent noise (P2P-df)."""
+    """Split a movie into even and odd frame sums.
+
+    Two images with independent noise (P2P-df)."""
     from tomocare.tilt.split import split_frames as run
 
     with open_client(scheduler, workers):
@@ -105,7 +112,9 @@ def split_tilts(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Split a tilt series into alternate tilts (in acquisition order if known, else by index)."""
+    """Split a tilt series into alternate tilts.
+
+    In acquisition order if known, else by index."""
     from tomocare.tilt.split import split_tilts as run
 
     with open_client(scheduler, workers):

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Device, Overwrite, Scheduler, Workers, open_client, with_default
 from tomocare.errors import TomocareError
 from tomocare.train.config import TrainConfig
 
@@ -48,6 +48,25 @@ def _adjacent_tilt_pairs(tilt_series: list[Path]):
         even, odd = (Volume(path, h, stack.header.voxel_size, stack.header.origin, None, stack.header) for h in halves)
         pairs.append(VolumePair(path.stem, even, odd))
     return pairs
+
+
+def _masks(paths: list[Path], pairs) -> list:
+    """The training masks, one per pair, opened and checked: the pair's shape, a nonzero voxel somewhere."""
+    from tomocare.io.volume import open_volume, reading
+
+    if len(paths) != len(pairs):
+        raise TomocareError(f"give one --mask per tomogram: {len(pairs)} to train on, {len(paths)} masks")
+    arrays = []
+    for path, pair in zip(paths, pairs):
+        mask = open_volume(path)
+        if tuple(mask.shape) != tuple(pair.even.shape):
+            raise TomocareError(f"{path}: mask shape {tuple(mask.shape)} differs from {pair.name}'s "
+                                f"{tuple(pair.even.shape)}")
+        with reading(path):
+            if not mask.to_dask().any().compute(scheduler="threads"):
+                raise TomocareError(f"{path}: the mask is all zero (patches are drawn where it is nonzero)")
+        arrays.append(mask.array)
+    return arrays
 
 
 @app.command()
@@ -98,38 +117,51 @@ def train(
         Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
+    mask: Annotated[
+        Optional[list[Path]],
+        typer.Option("--mask", help="Draw training patches only where this volume (the tomogram's shape) is "
+                     "nonzero; one per tomogram, in the order of --even (of a dataset: as 'tomocare info' lists "
+                     "its pairs). 3-D training only."),
+    ] = None,
+    device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Train a Noise2Noise U-Net on even/odd half tomograms (or, with --ndim 2, images);
-    patches are read by dask workers."""
+    """Train a Noise2Noise U-Net.
+
+    On even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
     from tomocare.config import load_settings
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
     from tomocare.io.stats import normalisation
+    from tomocare.nn.device import pick_device
     from tomocare.train.loop import train as run_training
 
     if tilt_series and ndim not in (None, 2):
         raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
-                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed,
+                     base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed, device=device,
                      ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty())
     cfg = load_settings(config, train=overrides).train
+    pick_device(cfg.device)  # one line now, not after the cluster started, if it is not there
     if tilt_series and (dataset is not None or even or odd):
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
     pairs = (
         _adjacent_tilt_pairs(tilt_series) if tilt_series
         else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
     )
+    if mask and cfg.ndim == 2:
+        raise TomocareError("--mask works with 3-D training only")
+    masks = _masks(mask, pairs) if mask else None
     voxel_size = check_voxel_sizes(pairs)
-    refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)])
+    refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)] + list(mask or []))
     mean, std = normalisation(v for p in pairs for v in (p.even, p.odd)) or (None, None)
     with open_client(scheduler, workers) as client:
         run_training(
             [(p.even.array, p.odd.array) for p in pairs], out, config=cfg, client=client,
-            mean=mean, std=std, voxel_size=voxel_size,
+            mean=mean, std=std, voxel_size=voxel_size, masks=masks,
             names=[p.name for p in pairs], resume=resume, overwrite=overwrite,
         )
     typer.echo(f"model written to {out}")

@@ -192,6 +192,11 @@ def summary_lines(result: dict) -> list[str]:
                      f"0.143 at {resolution_text(res['0.143'])}")
     for key, m in result.get("reference", {}).items():
         w, p = m["whole"], m["percentiles_over_subvolumes"]
+        if w["mse"] == 0:  # PSNR would be infinite
+            fit = m.get("affine_fit")
+            fitted = " after the scale-and-offset fit" if fit and (fit["scale"], fit["offset"]) != (1, 0) else ""
+            lines.append(f"{names[key]} vs {names['reference']}: identical to the reference{fitted} (MSE 0)")
+            continue
         lines.append(f"{names[key]} vs {names['reference']}: PSNR {w['psnr_db']:.2f} dB, SSIM {w['ssim']:.3f}, "
                      f"NRMSE {w['nrmse']:.3f}, MSE {w['mse']:.4g}")
         if p:

@@ -32,7 +32,8 @@ def psnr(x: np.ndarray, reference: np.ndarray, *, fit: bool = True, data_range: 
     if fit:
         x = affine_fit(x, reference)
     peak = float(reference.max() - reference.min()) if data_range is None else float(data_range)
-    return float(10 * np.log10(peak**2 / mse(x, reference)))
+    error = mse(x, reference)
+    return float(10 * np.log10(peak**2 / error)) if error > 0 else float("inf")
 
 
 def nrmse(x: np.ndarray, reference: np.ndarray, *, fit: bool = True, normalization: str = "std") -> float:

@@ -139,9 +139,19 @@ def compare_to_reference(
         "mse": whole_mse,
     }
     percentiles = {
-        m: {f"p{q}": float(np.nanpercentile(v, q)) for q in PERCENTILES} for m, v in per_cube.items() if len(v)
+        m: {f"p{q}": _percentile(v, q) for q in PERCENTILES} for m, v in per_cube.items() if len(v)
     }
     return ReferenceMetrics(whole, percentiles, cube, len(per_cube["mse"]), (a, b) if fit else None, peak, per_cube)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """``np.nanpercentile`` where infinite values (the PSNR of an identical cube) are values too:
+    between two equal infinities, or at one, no interpolation (which gives NaN and a warning)."""
+    with np.errstate(invalid="ignore"):
+        value = float(np.nanpercentile(values, q))
+    if np.isnan(value) and not np.isnan(values).all():
+        value = float(np.nanpercentile(values, q, method="nearest"))
+    return value
 
 
 def _psnr(peak: float, mse: float) -> float:

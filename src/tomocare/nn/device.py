@@ -28,6 +28,14 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def device_name(device: torch.device) -> str:
+    """The device as the training plan names it: ``cpu``, or ``cuda:0 (NVIDIA H200)``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def default_threads() -> int:
     """All cores this process may use (affinity, cgroup quota), counted as the local cluster counts them."""
     from tomocare.cluster import usable_cores

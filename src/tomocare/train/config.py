@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tomocare.nn.architecture import UNetConfig
 
+#: What ``device`` may be (``tomocare.nn.device.pick_device`` checks that it is there).
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # Settings a resumed run may change; every other one must match the checkpoint.
 RESUMABLE = frozenset({"max_steps", "time_limit", "patience", "device", "threads", "prefetch", "progress"})
 # Settings the training plan chooses when they are not given (tomocare.train.plan).
@@ -69,13 +72,21 @@ class TrainConfig(BaseModel):
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 0
     # machine
-    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    device: str = Field("auto", description="device training runs on: 'auto' (CUDA when present), 'cpu', 'cuda' "
+                        "or 'cuda:N'")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="network arithmetic; auto: bf16 where the "
                                                        "device has fast bf16 (CUDA, CPUs with AVX-512 BF16 or AMX), "
                                                        "else fp32")
     threads: int | None = Field(None, ge=1,
                                 description="torch threads for training (default: all cores of this process)")
     progress: bool = Field(True, description="show a progress bar (else log lines only)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError(f"unknown device {value!r} (use auto, cpu, cuda or cuda:N)")
+        return value
 
     @model_validator(mode="after")
     def _patch_fits_network(self) -> TrainConfig:

@@ -27,7 +27,7 @@ from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path, write_atomic
 from tomocare.model import MODEL_JSON, save_model, update_extra
 from tomocare.nn import UNet
-from tomocare.nn.device import autocast, channels_last, default_threads, pick_device
+from tomocare.nn.device import autocast, channels_last, default_threads, device_name, pick_device
 from tomocare.progress import ProgressBar, progress_log, write_history
 from tomocare.train.config import RESUMABLE, TrainConfig
 from tomocare.train.plan import DEFAULT_BUDGET, TrainingPlan, lr_factor, plan_training, smallest_patch
@@ -358,7 +358,8 @@ def train(
                                          budget=budget if math.isfinite(budget) else DEFAULT_BUDGET)
         if plan is None:  # a checkpoint of an older version: its settings as they were
             plan = TrainingPlan(config.patch_size, config.batch_size, config.precision, 0.0, limit, config.max_steps,
-                                config.steps_per_epoch, config.lr, config.warmup, config.schedule, str(device), ())
+                                config.steps_per_epoch, config.lr, config.warmup, config.schedule,
+                                device_name(device), ())
         progress_log.info("%s", plan.describe())
         p = config.patch_size
         check_pairs(pairs, p, masks, ndim=config.ndim)

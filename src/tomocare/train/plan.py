@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tomocare.nn import UNet
-from tomocare.nn.device import autocast, channels_last, resolve_precision
+from tomocare.nn.device import autocast, channels_last, device_name, resolve_precision
 from tomocare.train.config import PLANNED, TrainConfig
 
 log = logging.getLogger("tomocare.progress")
@@ -197,7 +197,7 @@ def plan_training(
     plan = TrainingPlan(
         patch_size=patch, batch_size=batch, precision=precision, step_seconds=round(step_seconds, 4),
         budget_seconds=round(budget, 1), steps=steps, steps_per_epoch=resolved.steps_per_epoch,
-        lr=resolved.lr, warmup=config.warmup, schedule=config.schedule, device=str(device),
+        lr=resolved.lr, warmup=config.warmup, schedule=config.schedule, device=device_name(device),
         chosen=tuple(c for c in chosen if c != "precision" or config.precision == "auto"),
     )
     return resolved, plan
