@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Block, Chunks, Format, Scheduler, Workers, open_client, with_default
 from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
@@ -64,6 +64,7 @@ def denoise(
         typer.Option("--mrc/--no-mrc",
                      help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc")),
     ] = None,
+    format: Format = None,
     block: Block = None,
     chunks: Chunks = None,
     allow_mixed: Annotated[
@@ -84,7 +85,7 @@ def denoise(
     settings = load_settings(
         config,
         train={"time_limit": time_limit, "progress": sys.stderr.isatty()},
-        predict={"block": block, "chunks": chunks},
+        predict={"block": block, "chunks": chunks, "format": format},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
     )
     options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
