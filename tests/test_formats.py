@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from helpers import check_reference_reader, check_zarr_format
 
 from tomocare.cli import main
 from tomocare.io.convert import convert_to_zarr
@@ -19,41 +20,9 @@ from tomocare.nn.unet import UNet
 from tomocare.simulate import simulate_dataset
 from tomocare.testing import write_mrc
 
-ome_zarr = pytest.importorskip("ome_zarr")  # the test extra installs it
-from ome_zarr.io import parse_url  # noqa: E402
-from ome_zarr.reader import Multiscales, Reader  # noqa: E402
-
 VOXEL = 7.5
 SHAPE = (32, 64, 64)
 FORMATS = [("ome-zarr-0.5", 3), ("ome-zarr-0.4", 2)]
-
-
-def check_reference_reader(path, shape, voxel=VOXEL, levels=3, version="0.5") -> None:
-    """What the ome-zarr package reads: the format version, axes, units, per-level scales in Å, level shapes."""
-    location = parse_url(str(path))
-    assert location is not None and location.fmt.version == version
-    (node,) = list(Reader(location)())
-    assert any(isinstance(spec, Multiscales) for spec in node.specs)
-    assert node.metadata["axes"] == [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"]
-    transforms = node.metadata["coordinateTransformations"]
-    assert len(node.data) == len(transforms) == levels
-    for level, (data, steps) in enumerate(zip(node.data, transforms)):
-        assert steps[0] == {"type": "scale", "scale": [voxel * 2**level] * 3}
-        assert data.shape == tuple(s // 2**level for s in shape)
-    assert np.isfinite(np.asarray(node.data[-1])).all()
-
-
-def check_zarr_format(path, zarr_format: int) -> None:
-    group = zarr.open_group(str(path), mode="r")
-    assert group.metadata.zarr_format == zarr_format
-    if zarr_format == 2:  # the portal's layout: blosc, chunk keys nested with "/", multiscales in .zattrs
-        meta = json.loads((path / "0" / ".zarray").read_text())
-        assert meta["compressor"]["id"] == "blosc" and meta["dimension_separator"] == "/"
-        attrs = json.loads((path / ".zattrs").read_text())
-        assert attrs["multiscales"][0]["version"] == "0.4" and "ome" not in attrs
-        assert not (path / "zarr.json").exists()
-    else:
-        assert group.attrs["ome"]["version"] == "0.5"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +48,7 @@ def test_convert_writes_either_format_read_by_ome_zarr_and_tomocare(tmp_path, cl
     out = tmp_path / "t.zarr"
     assert main(["convert", str(source), str(out), "--format", fmt, "--chunks", "16"]) == 0
     check_zarr_format(out, zarr_format)
-    check_reference_reader(out, SHAPE, version=fmt.split("-")[-1])
+    check_reference_reader(out, SHAPE, VOXEL, version=fmt.split("-")[-1])
     back = open_volume(out)
     assert back.voxel_size == (VOXEL,) * 3 and back.origin == open_volume(source).origin
     assert back.array.chunks == (16, 16, 16) and back.stats is not None
@@ -115,14 +84,14 @@ def test_predict_and_baseline_write_either_format(tmp_path, client, volume, mode
     assert main(["predict", "-m", str(model), "--input", str(source), "--out", str(out), "--format", fmt,
                  "--chunks", "16"]) == 0
     check_zarr_format(out, zarr_format)
-    check_reference_reader(out, SHAPE, version=version)
+    check_reference_reader(out, SHAPE, VOXEL, version=version)
     assert zarr.open_array(str(out / "0"), mode="r").chunks == (16, 16, 16)
     assert open_volume(out).voxel_size == (VOXEL,) * 3
 
     base = tmp_path / "b.zarr"
     assert main(["baseline", "gaussian", str(source), str(base), "--param", "sigma=1", "--format", fmt]) == 0
     check_zarr_format(base, zarr_format)
-    check_reference_reader(base, SHAPE, version=version)
+    check_reference_reader(base, SHAPE, VOXEL, version=version)
     expected = 256 if fmt == "ome-zarr-0.4" else 128  # the format's default chunk edge, cut to the shape
     assert zarr.open_array(str(base / "0"), mode="r").chunks == tuple(min(expected, s) for s in SHAPE)
     # predict reads what it wrote, in both versions (zarr v2 input)
@@ -163,7 +132,7 @@ def test_denoise_writes_the_chosen_format(tmp_path, client, model, fmt):
         assert open_volume(out / "tomo_000_denoised.mrc").shape == SHAPE
     else:
         check_zarr_format(out / "tomo_000.zarr", 2)
-        check_reference_reader(out / "tomo_000.zarr", SHAPE, version="0.4")
+        check_reference_reader(out / "tomo_000.zarr", SHAPE, VOXEL, version="0.4")
         assert (out / "tomo_000_denoised.mrc").exists()  # --mrc is on by default
     first = (out / "state.json").read_text()
     assert main(["denoise", str(data), "--out", str(out), "--model", str(model), "--chunks", "32",
