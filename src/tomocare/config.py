@@ -11,15 +11,22 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tomocare.errors import TomocareError
 from tomocare.train.config import PLANNED, TrainConfig
 
 #: Edge, in voxels, of the chunks of the images tomocare writes and of the blocks it computes by default.
 DEFAULT_CHUNK = 128
+#: Chunk edge of OME-Zarr 0.4 outputs unless given: 256, as the CZ cryoET data portal's stores.
+PORTAL_CHUNK = 256
+
+#: How images are written: OME-Zarr 0.5 on zarr v3 (the default), OME-Zarr 0.4 on zarr v2 (the data
+#: portal's and copick's layout), or an MRC file (block-wise commands write a temporary zarr, then export it).
+OutputFormat = Literal["ome-zarr-0.5", "ome-zarr-0.4", "mrc"]
+FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 #: Network arithmetic: ``auto`` is bf16 where the device does it fast (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -45,6 +52,15 @@ class PredictSettings(BaseModel):
                               "2 gains ~0.2 dB more at twice the time")
     strict: bool = Field(False, description="refuse inputs whose voxel size differs from the model's training data "
                          "by more than 10%")
+    format: OutputFormat = Field("ome-zarr-0.5", description="output format: ome-zarr-0.5 (zarr v3), ome-zarr-0.4 "
+                                 "(zarr v2, the data portal's and copick's layout; chunks 256 unless set) or mrc "
+                                 "(written through a temporary zarr)")
+
+    @model_validator(mode="after")
+    def _portal_chunks(self) -> PredictSettings:
+        if self.format == "ome-zarr-0.4" and "chunks" not in self.model_fields_set:
+            self.chunks = PORTAL_CHUNK
+        return self
 
 
 class DenoiseSettings(BaseModel):

@@ -117,9 +117,10 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
                     client: Client) -> list[dict]:
     """Denoise every tomogram of ``dataset`` into ``out_dir``; return one summary row per tomogram."""
     from tomocare.evaluate.report import tomogram_report, write_summary
+    from tomocare.io.atomic import remove
     from tomocare.io.convert import export_mrc
     from tomocare.model import Model
-    from tomocare.predict.engine import plan_run, run_blocks, task_memory
+    from tomocare.predict.engine import block_store, plan_run, run_blocks, task_memory
     from tomocare.predict.network import NetworkOperator
 
     dataset, out_dir = Path(dataset), Path(out_dir)
@@ -145,12 +146,15 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     for pair in pairs:
         done = state.tomogram(pair.name)
-        zarr_out = out_dir / f"{pair.name}.zarr"
         mrc_out = out_dir / f"{pair.name}_denoised.mrc"
+        as_mrc = settings.predict.format == "mrc"  # only NAME_denoised.mrc, through a hidden zarr
+        zarr_out = block_store(mrc_out, "mrc") if as_mrc else out_dir / f"{pair.name}.zarr"
+        output = mrc_out if as_mrc else zarr_out
         model_dir = options.model or shared_model
         predicted_with = settings.predict.model_dump()
-        if (done.get("status") == "done" and zarr_out.exists() and done.get("model") in (None, _model_id(model_dir))
-                and done.get("predict", predicted_with) == predicted_with):
+        predicted_before = {"format": "ome-zarr-0.5", **done.get("predict", predicted_with)}  # runs before --format
+        if (done.get("status") == "done" and output.exists() and done.get("model") in (None, _model_id(model_dir))
+                and predicted_before == predicted_with):
             log.info("%s: done in an earlier run, skipped", pair.name)
             rows.append(done | {"name": pair.name})
             continue
@@ -163,10 +167,12 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
             planned = plan_run(operator, [pair.even.path, pair.odd.path], zarr_out, settings.predict,
                                memory=memory)
             run_blocks(planned, client, overwrite=True, progress=settings.train.progress)
-            if settings.denoise.mrc:
+            if settings.denoise.mrc or as_mrc:
                 export_mrc(zarr_out, mrc_out, overwrite=True)
-            entry = {"status": "done", "output": str(zarr_out), "model": _model_id(model_dir),
-                     "predict": predicted_with, **tomogram_report(pair, zarr_out, model_dir, out_dir / "report")}
+            if as_mrc:
+                remove(zarr_out)
+            entry = {"status": "done", "output": str(output), "model": _model_id(model_dir),
+                     "predict": predicted_with, **tomogram_report(pair, output, model_dir, out_dir / "report")}
         except (TomocareError, OSError, ValueError) as err:
             log.debug("%s", traceback.format_exc())
             entry = {"status": "failed", "error": " ".join(str(err).split())}
@@ -182,7 +188,7 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     if relion.is_star(dataset):  # the tomogram set again, now naming the denoised tomograms
         done = {r["name"]: out_dir / f"{r['name']}_denoised.mrc" for r in rows if r.get("status") == "done"}
-        if not settings.denoise.mrc:
+        if not (settings.denoise.mrc or settings.predict.format == "mrc"):
             log.warning("%s: no MRC outputs (mrc = false), so no tomograms.star for RELION", out_dir)
         else:
             log.info("RELION tomogram set: %s", relion.write_denoised(dataset, out_dir / "tomograms.star", done))

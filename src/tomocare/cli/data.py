@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -52,7 +52,10 @@ def convert(
         typer.Argument(help="MRC files (.mrc, .rec, .map), then the output: NAME.zarr for one input, "
                        "a directory for several."),
     ],
-    chunks: Annotated[int, typer.Option(help="Chunk edge in voxels.")] = DEFAULT_CHUNK,
+    chunks: Annotated[Optional[int], typer.Option(
+        help=f"Chunk edge in voxels [{DEFAULT_CHUNK}; 256 for ome-zarr-0.4].")] = None,
+    format: Annotated[str, typer.Option("--format", help="ome-zarr-0.5 (zarr v3) or ome-zarr-0.4 (zarr v2, as the "
+                                        "CZ cryoET data portal and copick); for MRC use 'export'.")] = "ome-zarr-0.5",
     compression: Annotated[str, typer.Option(
         help="blosc-lz4 (fastest), blosc-zstd, zstd or none.")] = "blosc-lz4",  # omezarr.DEFAULT_COMPRESSION
     levels: Annotated[int, typer.Option(help="Pyramid levels (1 = full resolution only).")] = 3,
@@ -64,16 +67,21 @@ def convert(
 
     Chunked, compressed, with a pyramid; streamed (never the whole volume in memory)."""
     from tomocare.io.convert import convert_to_zarr, plan_conversions
-    from tomocare.io.omezarr import codecs_for
+    from tomocare.io.omezarr import codecs_for, zarr_format_for
 
     if len(inputs) < 2:
         raise TomocareError("convert needs at least one input and an output (tomocare convert IN.mrc OUT.zarr)")
     *sources, out = inputs
     codecs_for(compression)
+    if format == "mrc":
+        raise TomocareError("--format mrc: convert writes OME-Zarr (ome-zarr-0.5 or ome-zarr-0.4); 'tomocare export' "
+                            "writes MRC files")
+    zarr_format_for(format)
     plan = plan_conversions(sources, out, overwrite=overwrite)
     with open_client(scheduler, workers):
         for source, target in plan:
-            convert_to_zarr(source, target, chunks=chunks, compression=compression, levels=levels, overwrite=overwrite)
+            convert_to_zarr(source, target, chunks=chunks, compression=compression, levels=levels, overwrite=overwrite,
+                            output_format=format)
             typer.echo(f"{source} -> {target}")
 
 
@@ -119,11 +127,12 @@ def info(
     Shape, dtype and voxel size of each volume, with its statistics (mean, std, min, max) where the file
     stores them (OME-Zarr written by tomocare) or with --stats; or the pairs found in a directory."""
     from tomocare.io.discover import discover_pairs
+    from tomocare.io.omezarr import is_zarr
     from tomocare.io.volume import compute_stats, open_volume
 
     report: list[dict[str, Any]] = []
     for path in paths:
-        if (path.is_dir() and not (path / "zarr.json").exists()) or path.suffix.lower() == ".star":
+        if (path.is_dir() and not is_zarr(path)) or path.suffix.lower() == ".star":
             found = discover_pairs(path)
             report.append(
                 {

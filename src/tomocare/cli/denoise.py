@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Device, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Block, Chunks, Device, Format, Scheduler, Workers, open_client, with_default
 from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
@@ -65,6 +65,7 @@ def denoise(
                      help=with_default("Also write NAME_denoised.mrc beside NAME.zarr", DenoiseSettings, "mrc")),
     ] = None,
     device: Device = None,
+    format: Format = None,
     block: Block = None,
     chunks: Chunks = None,
     allow_mixed: Annotated[
@@ -87,7 +88,7 @@ def denoise(
     settings = load_settings(
         config,
         train={"time_limit": time_limit, "device": device, "progress": sys.stderr.isatty()},
-        predict={"block": block, "chunks": chunks},
+        predict={"block": block, "chunks": chunks, "format": format},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
     )
     if model is None:

@@ -54,6 +54,13 @@ Dtype = Annotated[
     typer.Option("--dtype", help=with_default("Output dtype: float32 or float16", PredictSettings, "dtype")),
 ]
 
+Format = Annotated[
+    Optional[str],
+    typer.Option("--format", help=with_default(
+        "Output format: ome-zarr-0.5 (zarr v3), ome-zarr-0.4 (zarr v2 as the CZ cryoET data portal and copick; "
+        "256^3 chunks unless --chunks) or mrc (through a temporary zarr, then exported)", PredictSettings, "format")),
+]
+
 
 def open_client(scheduler: str | None, workers: int | None):
     """The dask client of ``--scheduler`` (or of a local cluster of ``--workers`` processes); a context manager."""

@@ -11,7 +11,7 @@ import typer
 
 from tomocare.baselines.params import params_help
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Dtype, Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Block, Chunks, Dtype, Format, Overwrite, Scheduler, Workers, open_client, with_default
 from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
 from tomocare.predict.operator import BlockOperator
@@ -23,13 +23,15 @@ AsJson = Annotated[bool, typer.Option("--json", help="With --dry-run: print the 
 @app.command()
 def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model directory written by 'tomocare train'.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output OME-Zarr image (NAME.zarr).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output OME-Zarr image (NAME.zarr), or MRC file with "
+                                      "--format mrc.")],
     even: Annotated[Optional[Path], typer.Option(help="Even half tomogram (MRC or zarr).")] = None,
     odd: Annotated[
         Optional[Path], typer.Option(help="Odd half tomogram; predictions of both halves are averaged.")
     ] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="A single tomogram instead of --even/--odd.")] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
+    format: Format = None,
     block: Block = None,
     chunks: Chunks = None,
     dtype: Dtype = None,
@@ -68,7 +70,7 @@ def predict(
     if input is None and len(inputs) != 2:
         raise TomocareError("give --even and --odd (or --input for a single volume)")
     settings = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
-                                                  orientations=orientations, strict=strict)).predict
+                                                  orientations=orientations, strict=strict, format=format)).predict
     operator = NetworkOperator.from_settings(Model.read(model), settings)
     _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, as_json=as_json, overwrite=overwrite,
                   scheduler=scheduler, workers=workers)
@@ -82,33 +84,46 @@ def _run_operator(operator: BlockOperator, inputs: list[Path], out: Path, mrc: P
     as large as its workers' memory allows (``task_memory``): the dry run plans for the local cluster
     the command would start, the run for the workers it got."""
     from tomocare.cli.summary import plan_summary
-    from tomocare.io.atomic import check_output, refuse_inputs
+    from tomocare.io.atomic import check_output, refuse_inputs, remove
     from tomocare.io.convert import export_mrc
-    from tomocare.predict.engine import finished_output, local_task_memory, plan_run, run_blocks, task_memory
+    from tomocare.predict.engine import (
+        block_store,
+        finished_output,
+        local_task_memory,
+        plan_run,
+        run_blocks,
+        task_memory,
+    )
 
     if as_json and not dry_run:
         raise TomocareError("--json goes with --dry-run (it prints the plan instead of running it)")
+    if settings.format == "mrc" and mrc is not None:
+        raise TomocareError("--format mrc writes the MRC file to --out; --mrc is for a copy beside an OME-Zarr output")
+    store = block_store(out, settings.format)  # format mrc: the blocks in a hidden zarr, exported to out
+    mrc = out if settings.format == "mrc" else mrc
     sized = operator.gpu and settings.block is None  # the block follows the workers' memory
     memory = local_task_memory(workers) if sized and scheduler is None else None
-    planned = plan_run(operator, inputs, out, settings, memory=memory)
+    planned = plan_run(operator, inputs, store, settings, memory=memory)
     if dry_run:
         described = planned.describe()
         typer.echo(json.dumps(described, indent=2) if as_json else "\n".join(plan_summary(described)))
         return
-    keep = _keep_finished(out, mrc, overwrite)
-    check_output(out, overwrite=overwrite or keep)
     if mrc is not None:
-        refuse_inputs(mrc, [*inputs, *operator.sources(), out])
+        refuse_inputs(mrc, [*inputs, *operator.sources(), store])
         check_output(mrc, overwrite=overwrite)
+    keep = _keep_finished(store, mrc, overwrite)
+    check_output(store, overwrite=overwrite or keep or store != out)
     with open_client(scheduler, workers) as client:
         if client.dashboard_link:
             typer.echo(f"dask dashboard: {client.dashboard_link}", err=True)
         if sized and (actual := task_memory(client)) != memory:
-            planned = plan_run(operator, inputs, out, settings, memory=actual)
-        stats = (keep and finished_output(planned)) or run_blocks(planned, client, overwrite=overwrite,
+            planned = plan_run(operator, inputs, store, settings, memory=actual)
+        stats = (keep and finished_output(planned)) or run_blocks(planned, client, overwrite=overwrite or store != out,
                                                                   progress=sys.stderr.isatty())
         if mrc is not None:
-            export_mrc(out, mrc, overwrite=overwrite)
+            export_mrc(store, mrc, overwrite=overwrite)
+    if store != out:
+        remove(store)
     described = planned.operator.describe()
     what = f"{described['method']} {described['params']}, " if "method" in described else ""
     typer.echo(f"{out}: {what}{planned.plan.n_blocks} blocks, mean {stats.mean:.4g}, std {stats.std:.4g}")
@@ -140,7 +155,7 @@ def baseline(
         str, typer.Argument(help="median, gaussian, lowpass (Butterworth) or nad (non-linear anisotropic diffusion).")
     ],
     input: Annotated[Path, typer.Argument(help="Tomogram (MRC or zarr); with --odd, the even half.")],
-    out: Annotated[Path, typer.Argument(help="Output OME-Zarr image (NAME.zarr).")],
+    out: Annotated[Path, typer.Argument(help="Output OME-Zarr image (NAME.zarr), or MRC file with --format mrc.")],
     odd: Annotated[Optional[Path], typer.Option(help="Odd half: the halves are averaged, then filtered.")] = None,
     param: Annotated[
         Optional[list[str]],
@@ -148,6 +163,7 @@ def baseline(
                      "method, their defaults and units: see above)."),
     ] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
+    format: Format = None,
     block: Block = None,
     chunks: Chunks = None,
     dry_run: DryRun = False,
@@ -160,7 +176,7 @@ def baseline(
     from tomocare.baselines import make_filter
     from tomocare.config import load_settings
 
-    settings = load_settings(None, predict=dict(block=block, chunks=chunks)).predict
+    settings = load_settings(None, predict=dict(block=block, chunks=chunks, format=format)).predict
     inputs = [input] if odd is None else [input, odd]
     _run_operator(make_filter(method, **_parse_params(param or [])), inputs, out, mrc, settings, dry_run=dry_run,
                   as_json=as_json, overwrite=overwrite, scheduler=scheduler, workers=workers)

@@ -11,11 +11,10 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import check_output, refuse_inputs
 from tomocare.io.mrc import MRC_SUFFIXES, write_mrc
-from tomocare.io.omezarr import DEFAULT_COMPRESSION, write_ome_zarr
+from tomocare.io.omezarr import DEFAULT_COMPRESSION, default_chunk, write_ome_zarr
 from tomocare.io.stats import Stats
 from tomocare.io.volume import check_values, open_volume, reading, warn_nonfinite
 
@@ -24,19 +23,21 @@ def convert_to_zarr(
     source: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    chunks: int = DEFAULT_CHUNK,
+    chunks: int | None = None,
     compression: str = DEFAULT_COMPRESSION,
     levels: int = 3,
     overwrite: bool = False,
+    output_format: str = "ome-zarr-0.5",
 ) -> Stats:
-    """Convert one MRC file to an OME-Zarr image, keeping voxel size, origin and header."""
+    """Convert one MRC file to an OME-Zarr image (``ome-zarr-0.5`` or ``ome-zarr-0.4``), keeping voxel
+    size, origin and header; ``chunks`` default: ``default_chunk(output_format)``."""
     vol = open_volume(source)
     attrs: dict = {"source": str(vol.path)}
     if vol.mrc_header is not None:
         attrs["mrc_header"] = vol.mrc_header.to_dict()
     with reading(vol.path):
         return write_ome_zarr(
-            vol.to_dask(chunks),
+            vol.to_dask(chunks or default_chunk(output_format)),
             out,
             voxel_size=vol.voxel_size,
             chunks=chunks,
@@ -45,6 +46,7 @@ def convert_to_zarr(
             attrs=attrs,
             overwrite=overwrite,
             check=lambda stats: check_values(vol.path, stats),  # all NaN or constant: nothing is left
+            output_format=output_format,
         )
 
 

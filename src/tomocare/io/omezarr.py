@@ -1,12 +1,15 @@
-"""OME-Zarr 0.5 (zarr v3) images: chunk-aligned parallel writes, a multiscale pyramid, metadata.
+"""OME-Zarr images: chunk-aligned parallel writes, a multiscale pyramid, metadata.
 
-Layout of a tomocare store::
+Two formats, one writer (the group's zarr format decides): OME-Zarr 0.5 on zarr v3 (the default), and
+OME-Zarr 0.4 on zarr v2 (``ome-zarr-0.4``: the layout of the CZ cryoET data portal and of copick, with
+``/``-nested chunk keys and a numcodecs compressor). Layout of a tomocare store::
 
-    NAME.zarr/            group; attributes {"ome": {...multiscales...}, "tomocare": {...}}
+    NAME.zarr/            group; v3: attributes {"ome": {"version": "0.5", "multiscales": [...]}, "tomocare": {...}}
+                                 v2: attributes {"multiscales": [{"version": "0.4", ...}], "tomocare": {...}}
       0/  1/  2/          full resolution, 2x and 4x averaged (z, y, x)
 
 ``tomocare`` attributes hold the statistics of level 0 (mean, std, min, max, non-finite count),
-the original MRC header (when converted from MRC) and provenance.
+the original MRC header (when converted from MRC) and provenance. Both formats read back.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import dask.array as da
+import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from tomocare import __version__
-from tomocare.config import DEFAULT_CHUNK
+from tomocare.config import DEFAULT_CHUNK, FORMATS, PORTAL_CHUNK
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path
 from tomocare.io.blocks import write_blocks
@@ -35,10 +39,27 @@ COMPRESSIONS = ("blosc-lz4", "blosc-zstd", "zstd", "none")
 #: the speed, which on two cores is the difference in conversion speed (benchmarks/convert.py).
 DEFAULT_COMPRESSION = "blosc-lz4"
 AXES = ("z", "y", "x")
+ZarrFormat = Literal[2, 3]
 
 
-def codecs_for(compression: str) -> list:
-    """Compressor list for zarr v3 from a short name."""
+def zarr_format_for(output_format: str) -> ZarrFormat:
+    """The zarr format of an OME-Zarr output format: 3 for ``ome-zarr-0.5``, 2 for ``ome-zarr-0.4``."""
+    if output_format == "ome-zarr-0.5":
+        return 3
+    if output_format == "ome-zarr-0.4":
+        return 2
+    raise TomocareError(f"format {output_format!r} is not an OME-Zarr format (choose from {', '.join(FORMATS[:2])})")
+
+
+def default_chunk(output_format: str) -> int:
+    """Chunk edge when none is given: 256 for OME-Zarr 0.4 (as the data portal), else ``DEFAULT_CHUNK``."""
+    return PORTAL_CHUNK if output_format == "ome-zarr-0.4" else DEFAULT_CHUNK
+
+
+def codecs_for(compression: str, zarr_format: int = 3) -> list:
+    """Compressor list from a short name: zarr v3 codecs, or numcodecs for zarr v2 (blosc for the blosc names)."""
+    if zarr_format == 2:
+        return _v2_compressors(compression)
     if compression == "blosc-lz4":
         return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle)]
     if compression == "blosc-zstd":
@@ -50,21 +71,41 @@ def codecs_for(compression: str) -> list:
     raise TomocareError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
 
 
+def _v2_compressors(compression: str) -> list:
+    if compression == "blosc-lz4":
+        return [numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)]
+    if compression == "blosc-zstd":
+        return [numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)]
+    if compression == "zstd":
+        return [numcodecs.Zstd(level=3)]
+    if compression == "none":
+        return []
+    raise TomocareError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
+
+
+def _zarr_format(group: zarr.Group) -> ZarrFormat:
+    return group.metadata.zarr_format
+
+
 def _write_chunk(block: np.ndarray, target: zarr.Array, region: tuple[slice, ...]) -> np.ndarray:
     target[region] = block
     return block_stats(block)
 
 
 def create_level(group: zarr.Group, name: str, shape, chunks, dtype, compression: str) -> zarr.Array:
-    """An empty level array of an OME-Zarr group."""
+    """An empty level array of an OME-Zarr group, in the group's zarr format (v2: chunk keys nested
+    with ``/``, as the data portal's stores and copick expect)."""
+    zarr_format = _zarr_format(group)
+    layout: dict = ({"dimension_names": AXES[-len(shape) :]} if zarr_format == 3
+                    else {"chunk_key_encoding": {"name": "v2", "separator": "/"}})
     return group.create_array(
         name,
         shape=shape,
         chunks=chunks,
         dtype=dtype,
-        compressors=codecs_for(compression),
+        compressors=codecs_for(compression, zarr_format),
         fill_value=0,
-        dimension_names=AXES[-len(shape) :],
+        **layout,
     )
 
 
@@ -120,11 +161,13 @@ def write_pyramid(group: zarr.Group, levels: int, compression: str) -> int:
 def write_image_metadata(
     group: zarr.Group, path: Path, voxel_size: tuple[float, ...], n_levels: int, stats: Stats, attrs: dict | None
 ) -> None:
-    """OME-Zarr multiscales plus tomocare's own attributes (statistics, provenance, the voxel size
-    with 0 where unknown: see ``multiscales_metadata``)."""
+    """OME-Zarr multiscales (0.5 under ``ome`` on zarr v3, 0.4 at the top on zarr v2) plus tomocare's
+    own attributes (statistics, provenance, the voxel size with 0 where unknown: see ``multiscales_metadata``)."""
+    version = "0.5" if _zarr_format(group) == 3 else "0.4"
+    ome = multiscales_metadata(voxel_size, n_levels, path.stem, _level(group, "0").ndim, version)
     group.attrs.update(
         {
-            "ome": multiscales_metadata(voxel_size, n_levels, path.stem, _level(group, "0").ndim),
+            **({"ome": ome} if version == "0.5" else ome),
             "tomocare": {"version": __version__, "stats": stats.to_dict(),
                          "voxel_size": [float(v) for v in voxel_size], **(attrs or {})},
         }
@@ -132,11 +175,12 @@ def write_image_metadata(
 
 
 def multiscales_metadata(
-    voxel_size: tuple[float, ...], levels: int, name: str, ndim: int = 3
+    voxel_size: tuple[float, ...], levels: int, name: str, ndim: int = 3, version: str = "0.5"
 ) -> dict:
-    """OME-Zarr 0.5 ``multiscales`` entry: axes in Å, one scale (+ half-voxel shift) per level. An
-    unknown voxel size (0: an MRC header that does not say) is written as 1, as OME-Zarr scales are
-    positive; tomocare's attributes keep the 0 (``known_voxel_size``)."""
+    """OME-Zarr ``multiscales`` metadata: axes in Å, one scale (+ half-voxel shift) per level. 0.5: the
+    ``ome`` attribute, ``{"version", "multiscales"}``; 0.4: the group's attributes, ``{"multiscales"}`` with
+    the version in each entry. An unknown voxel size (0: an MRC header that does not say) is written as
+    1, as OME-Zarr scales are positive; tomocare's attributes keep the 0 (``known_voxel_size``)."""
     axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in AXES[-ndim:]]
     scales = [v if v > 0 else 1.0 for v in voxel_size]
     datasets = []
@@ -146,6 +190,8 @@ def multiscales_metadata(
         if level:
             transforms.append({"type": "translation", "translation": [float(v) * (factor - 1) / 2 for v in scales]})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    if version == "0.4":
+        return {"multiscales": [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]}
     return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
 
 
@@ -154,25 +200,29 @@ def write_ome_zarr(
     path: str | os.PathLike,
     *,
     voxel_size: tuple[float, float, float],
-    chunks: int | tuple[int, ...] = DEFAULT_CHUNK,
+    chunks: int | tuple[int, ...] | None = None,
     compression: str = DEFAULT_COMPRESSION,
     levels: int = 3,
     attrs: dict | None = None,
     overwrite: bool = False,
     check: Callable[[Stats], None] | None = None,
+    output_format: str = "ome-zarr-0.5",
 ) -> Stats:
-    """Write a dask volume as an OME-Zarr image with a pyramid; return level-0 statistics.
+    """Write a dask volume as an OME-Zarr image (``output_format`` ``ome-zarr-0.5`` or ``ome-zarr-0.4``)
+    with a pyramid; return level-0 statistics. ``chunks`` default: ``default_chunk(output_format)``.
 
     Every level is written block by block on the current dask scheduler, each block aligned to
     one zarr chunk. The store is assembled under a temporary name and moved into place at the end,
     unless ``check`` (given the statistics of level 0) raises: then nothing is left.
     """
     path = Path(path)
+    zarr_format = zarr_format_for(output_format)
+    chunks = default_chunk(output_format) if chunks is None else chunks
     edges = (chunks,) * array.ndim if isinstance(chunks, int) else chunks
     chunks = tuple(min(c, s) for c, s in zip(edges, array.shape))
     codecs_for(compression)  # fail early on a bad name
     with atomic_path(path, overwrite=overwrite) as tmp:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
         stats = _store_level(array, group, "0", chunks, compression)
         if check is not None:
             check(stats)
@@ -182,8 +232,9 @@ def write_ome_zarr(
 
 
 def is_zarr(path: str | os.PathLike) -> bool:
+    """A zarr group's directory: v3 (``zarr.json``) or v2 (``.zgroup``)."""
     path = Path(path)
-    return path.is_dir() and (path / "zarr.json").exists()
+    return path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists())
 
 
 #: Largest plausible level 0: 2^42 voxels (a 16k x 16k x 16k volume); beyond it, metadata is damaged.
@@ -193,25 +244,37 @@ MAX_VOXELS = 2**42
 def open_ome_zarr(path: str | os.PathLike) -> tuple[zarr.Array, dict]:
     """Open level 0 of an OME-Zarr image read-only; return it with the group attributes.
 
-    The metadata is checked before anything is read: multiscales with datasets, level 0 an array
-    of a real numeric type with positive chunks and a plausible shape, a positive finite scale of
-    one value per axis. Anything else is one ``TomocareError`` naming the store.
+    OME-Zarr 0.5 (zarr v3) and 0.4 (zarr v2: ``multiscales`` at the top of the attributes, which
+    are returned under ``ome`` too, so that callers read one layout). The metadata is checked before
+    anything is read: multiscales with datasets, level 0 an array of a real numeric type with positive
+    chunks and a plausible shape, a positive finite scale of one value per axis. Anything else is one
+    ``TomocareError`` naming the store.
     """
     path = Path(path)
     if not path.exists():
         raise TomocareError(f"{path}: no such file or directory")
-    _check_metadata_file(path, path / "zarr.json")
+    v2 = not (path / "zarr.json").exists() and (path / ".zgroup").exists()
+    for name in (".zgroup", ".zattrs") if v2 else ("zarr.json",):
+        if name == "zarr.json" or (path / name).exists() or (path / name).is_symlink():
+            _check_metadata_file(path, path / name)
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(str(path), mode="r", zarr_format=2 if v2 else 3)
         attrs = dict(group.attrs)
     except Exception as err:  # zarr raises several types for a malformed store
         raise TomocareError(f"{path}: not a readable OME-Zarr image ({' '.join(str(err).split())})") from None
+    if v2 and "ome" not in attrs and "multiscales" in attrs:  # OME-Zarr 0.4 and earlier
+        multiscales = attrs["multiscales"]
+        first = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+        attrs["ome"] = {"version": first.get("version") if isinstance(first, dict) else None,
+                        "multiscales": multiscales}
     ome = attrs.get("ome")
     if not isinstance(ome, dict):
-        raise TomocareError(f"{path}: zarr group has no OME-Zarr metadata ('ome' attribute)")
+        raise TomocareError(f"{path}: zarr group has no OME-Zarr metadata ('ome' attribute"
+                            f"{', or multiscales for 0.4' if v2 else ''})")
     level = _level0(path, ome)
-    if (path / level / "zarr.json").exists():
-        _check_metadata_file(path, path / level / "zarr.json")
+    for name in ("zarr.json", ".zarray"):
+        if (path / level / name).exists():
+            _check_metadata_file(path, path / level / name)
     try:
         array = group[level]
     except Exception as err:

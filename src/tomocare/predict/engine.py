@@ -82,7 +82,8 @@ def run_block(job: BlockJob, index: tuple[int, ...]) -> np.ndarray:
 def input_identity(path: Path) -> list:
     """Size, modification time and inode of an input file, or of a zarr store's metadata and
     level-0 chunk directory: a new file written at the same path differs."""
-    parts = [path] if path.is_file() else [path / "zarr.json", path / "0" / "zarr.json", path / "0"]
+    parts = [path] if path.is_file() else [path / "zarr.json", path / "0" / "zarr.json", path / ".zattrs",
+                                           path / "0" / ".zarray", path / "0"]
     out = []
     for part in parts:
         try:
@@ -105,13 +106,14 @@ class BlockRun:
     dtype: str
     memory_per_task: int  # bytes, rough
     budget: int | None = None  # bytes a task was planned for
+    zarr_format: Literal[2, 3] = 3  # of the output: 2 for OME-Zarr 0.4
 
     def fingerprint(self) -> str:
         """What the output depends on: operator, inputs (path and identity on disk), plan, layout.
         An input replaced between an interrupted run and its rerun changes it: the rerun starts afresh."""
         blob = json.dumps(
             [self.operator.identity(), [[str(v.path.resolve()), input_identity(v.path)] for v in self.inputs],
-             self.plan.describe(), list(self.chunks), self.dtype],
+             self.plan.describe(), list(self.chunks), self.dtype, *([2] if self.zarr_format == 2 else [])],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -129,6 +131,12 @@ class BlockRun:
             **({"task_memory_budget_mib": round(self.budget / 2**20)} if self.budget else {}),
             **({"network_pieces": list(pieces)} if pieces else {}),
         }
+
+
+def block_store(out: Path, output_format: str) -> Path:
+    """Where the blocks of a run are written: ``out`` itself, or for the ``mrc`` format a hidden zarr
+    beside it (``.NAME.mrc.zarr``, resumable like any output), exported to ``out`` and then removed."""
+    return out.with_name(f".{out.name}.zarr") if output_format == "mrc" else out
 
 
 def open_inputs(inputs: Sequence[str | os.PathLike], *, images: bool = False) -> tuple[Volume, ...]:
@@ -195,7 +203,7 @@ def plan_run(
     if device == "cpu":
         operator = operator.within(tile, budget)
     return BlockRun(operator, volumes, out, plan, tuple(min(settings.chunks, s) for s in shape), settings.dtype,
-                    task_bytes(tile), budget)
+                    task_bytes(tile), budget, 2 if settings.format == "ome-zarr-0.4" else 3)
 
 
 def _edge(shape: Shape, block: int, factor: Shape) -> Shape:
@@ -276,7 +284,7 @@ def _run(planned: BlockRun, client: Client, *, overwrite: bool, progress: bool) 
     done = _resume_state(tmp, fingerprint)
     if done is None:
         remove(tmp)
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=planned.zarr_format)
         create_level(group, "0", planned.plan.shape, planned.chunks, planned.dtype, "blosc-zstd")
         (tmp / RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint, **planned.describe()}, indent=2))
         done = {}
