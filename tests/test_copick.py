@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import zarr
 from helpers import check_reference_reader, check_zarr_format
 
@@ -16,9 +15,8 @@ from tomocare.cli import main
 from tomocare.io.convert import convert_to_zarr
 from tomocare.io.copick import CopickProject
 from tomocare.io.volume import open_volume
-from tomocare.model import save_model
-from tomocare.nn.unet import UNet
 from tomocare.simulate import simulate_dataset
+from tomocare.testing import tiny_model
 
 VOXEL = 10.0
 SHAPE = (32, 48, 48)
@@ -51,11 +49,7 @@ def data(tmp_path_factory, client):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "model"
-    save_model(path, UNet(depth=1, base_channels=4), mean=0.0, std=1.0, voxel_size=VOXEL, patch_size=16,
-               trained_on=["t"])
-    return path
+    return tiny_model(tmp_path_factory.mktemp("m") / "model", base_channels=4, voxel_size=VOXEL)
 
 
 def test_denoised_types_are_written_to_the_overlay_as_ngff_04(tmp_path, data, model, client, capsys):

@@ -8,17 +8,14 @@ import json
 import mrcfile
 import numpy as np
 import pytest
-import torch
 import zarr
 from helpers import check_reference_reader, check_zarr_format
 
 from tomocare.cli import main
 from tomocare.io.convert import convert_to_zarr
 from tomocare.io.volume import open_volume
-from tomocare.model import save_model
-from tomocare.nn.unet import UNet
 from tomocare.simulate import simulate_dataset
-from tomocare.testing import write_mrc
+from tomocare.testing import tiny_model, write_mrc
 
 VOXEL = 7.5
 SHAPE = (32, 64, 64)
@@ -35,11 +32,7 @@ def volume(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "model"
-    save_model(path, UNet(depth=1, base_channels=4), mean=0.0, std=1.0, voxel_size=VOXEL, patch_size=16,
-               trained_on=["t"])
-    return path
+    return tiny_model(tmp_path_factory.mktemp("m") / "model", base_channels=4, voxel_size=VOXEL)
 
 
 @pytest.mark.parametrize(("fmt", "zarr_format"), FORMATS)

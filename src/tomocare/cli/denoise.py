@@ -10,7 +10,17 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Device, Format, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import (
+    Block,
+    Chunks,
+    Device,
+    Format,
+    Scheduler,
+    SettingsFile,
+    Workers,
+    open_client,
+    with_default,
+)
 from tomocare.config import DenoiseSettings
 from tomocare.errors import TomocareError
 
@@ -46,11 +56,7 @@ def denoise(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
     model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
-    config: Annotated[
-        Optional[Path],
-        typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; "
-                     "see 'tomocare config --example')."),
-    ] = None,
+    config: SettingsFile = None,
     train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
     per_tomogram: Annotated[
         Optional[bool],

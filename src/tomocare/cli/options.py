@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -21,6 +22,11 @@ Workers = Annotated[
     typer.Option("--workers", help="Worker processes of the local cluster (default: one per core)."),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist.")]
+SettingsFile = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="Settings file, TOML or JSON, with [train], [predict] and [denoise] sections; "
+                 "a command reads the sections it uses (see 'tomocare config --example')."),
+]
 VoxelSize = Annotated[float, typer.Option(help="Voxel size in Å.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")]
 

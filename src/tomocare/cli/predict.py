@@ -11,7 +11,18 @@ import typer
 
 from tomocare.baselines.params import params_help
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Chunks, Dtype, Format, Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import (
+    Block,
+    Chunks,
+    Dtype,
+    Format,
+    Overwrite,
+    Scheduler,
+    SettingsFile,
+    Workers,
+    open_client,
+    with_default,
+)
 from tomocare.config import PredictSettings
 from tomocare.errors import TomocareError
 from tomocare.predict.operator import BlockOperator
@@ -50,7 +61,7 @@ def predict(
         Optional[bool],
         typer.Option("--strict", help="Refuse inputs whose voxel size differs from the model's data by >10%."),
     ] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Settings file, TOML or JSON (its [predict] section).")] = None,
+    config: SettingsFile = None,
     dry_run: DryRun = False,
     as_json: AsJson = False,
     overwrite: Overwrite = False,
@@ -157,17 +168,17 @@ def baseline(
     input: Annotated[Path, typer.Argument(help="Tomogram (MRC or zarr); with --odd, the even half.")],
     out: Annotated[Path, typer.Argument(help="Output OME-Zarr image (NAME.zarr), or MRC file with --format mrc.")],
     odd: Annotated[Optional[Path], typer.Option(help="Odd half: the halves are averaged, then filtered.")] = None,
-    param: Annotated[
-        Optional[list[str]],
-        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (the parameters of each "
-                     "method, their defaults and units: see above)."),
-    ] = None,
     mrc: Annotated[Optional[Path], typer.Option(help="Also write the result as this MRC file (streamed).")] = None,
     format: Format = None,
     block: Block = None,
     chunks: Chunks = None,
     dry_run: DryRun = False,
     as_json: AsJson = False,
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option("--param", "-p", help="Filter parameter NAME=VALUE, repeatable (the parameters of each "
+                     "method, their defaults and units: see above)."),
+    ] = None,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,

@@ -35,7 +35,9 @@ def copick_predict(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Denoise tomograms of a copick project with a trained model; each is written back as --out-type."""
+    """Denoise the tomograms of a copick project.
+
+    With a trained model; each is written back to the project's overlay as --out-type (OME-Zarr 0.4)."""
     from tomocare.cli.predict import _run_operator
     from tomocare.config import load_settings
     from tomocare.model import Model

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Device, Overwrite, Scheduler, Workers, open_client, with_default
+from tomocare.cli.options import Device, Overwrite, Scheduler, SettingsFile, Workers, open_client, with_default
 from tomocare.errors import TomocareError
 from tomocare.train.config import TrainConfig
 
@@ -92,10 +92,7 @@ def train(
                                        "(n, y, x): two acquisitions (P2P-ip), even/odd frame sums (P2P-df), "
                                        "adjacent tilts (--tilt-series)", TrainConfig, "ndim")),
     ] = None,
-    config: Annotated[
-        Optional[Path],
-        typer.Option(help="Settings file, TOML or JSON (its [train] section; see 'tomocare config --example')."),
-    ] = None,
+    config: SettingsFile = None,
     patch_size: Annotated[
         Optional[int], typer.Option(help=with_default("Patch edge in voxels", TrainConfig, "patch_size"))
     ] = None,
