@@ -125,7 +125,9 @@ def main() -> None:
           f"{plan['computed_to_output_ratio']}, {chosen}, task memory budget {head['budget_mib']} MiB "
           f"(estimated use {plan['estimated_memory_per_task_mib']} MiB)")
     for r in runs:
-        scaling = f", {r['voxels_per_s'] / one['voxels_per_s']:.2f}x one worker" if one and r is not one else ""
+        speedup = r["voxels_per_s"] / one["voxels_per_s"] if one else None
+        scaling = (f", {speedup:.2f}x one worker, parallel efficiency {speedup / min(r['workers'], cores):.0%} "
+                   f"of {min(r['workers'], cores)} cores" if speedup and r is not one else "")
         print(f"engine, {r['workers']} workers: {r['voxels_per_s'] / 1e6:.3f} Mvoxel/s (even and odd, output written; "
               f"{r['seconds']:.0f} s){scaling}; peak memory of all processes {gib(r['peak_bytes'])}")
     print("bare network, all cores, output voxels/s at this tile: "
