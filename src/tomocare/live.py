@@ -66,6 +66,8 @@ def watch_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, opt
 def check_watchable(dataset: str | os.PathLike) -> Path:
     """``dataset`` if it is a directory (live mode watches directories, not a RELION STAR file)."""
     dataset = Path(dataset)
+    if not dataset.exists():
+        raise TomocareError(f"{dataset}: no such directory")
     if relion.is_star(dataset) or not dataset.is_dir():
         raise TomocareError(f"{dataset}: --watch watches a directory of even/odd halves, not a file")
     return dataset

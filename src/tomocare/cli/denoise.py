@@ -52,7 +52,10 @@ def denoise(
         typer.Option(help="Settings file, TOML or JSON ([train], [predict], [denoise]; "
                      "see 'tomocare config --example')."),
     ] = None,
-    train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
+    train_on: Annotated[
+        Optional[int],
+        typer.Option(help="Train on the first N tomograms only (with --watch: the first N complete pairs, default 1)."),
+    ] = None,
     per_tomogram: Annotated[
         Optional[bool],
         typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset."),
