@@ -19,6 +19,7 @@ from tomocare.testing import tiny_model, write_mrc
 from tomocare.watch import Settler, StopSignal, Watcher
 
 SHAPE = (16, 32, 32)
+SETTLE = 1.5  # seconds; a slow writer's pauses (0.4 s) are well within it, its whole write is longer
 
 
 def test_a_file_is_settled_once_unchanged_for_the_settle_time():
@@ -77,24 +78,26 @@ def _write_pair(data: Path, name: str, seed: int) -> None:
     write_mrc(data / f"{name}_odd.mrc", _volume(seed + 100))
 
 
-def _write_slowly(data: Path, scratch: Path, name: str, seed: int, pieces: int = 5, pause: float = 0.4) -> None:
-    """The pair written as a slow writer does: the even half at once, the odd one in ``pieces`` over
-    ``(pieces - 1) * pause`` seconds (each pause shorter than the settle time)."""
+def _write_slowly(data: Path, scratch: Path, name: str, seed: int, pieces: int = 6, pause: float = 0.4) -> float:
+    """The pair written as a slow writer does: the even half at once, the odd one in ``pieces`` with
+    pauses shorter than the settle time between; return the seconds the odd half took."""
     write_mrc(data / f"{name}_even.mrc", _volume(seed))
     blob = write_mrc(scratch / f"{name}_odd.mrc", _volume(seed + 100)).read_bytes()
     step = -(-len(blob) // pieces)
+    start = time.monotonic()
     with open(data / f"{name}_odd.mrc", "wb") as f:
         for i in range(pieces):
             f.write(blob[i * step:(i + 1) * step])
             f.flush()
             if i < pieces - 1:
                 time.sleep(pause)
+    return time.monotonic() - start
 
 
 def _start(data: Path, out: Path, model: Path, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tomocare.cli", "denoise", str(data), "--out", str(out), "--watch",
            "--model", str(model), "--chunks", "16", "--no-mrc", "--workers", "1",
-           "--watch-interval", "0.2", "--watch-settle", "1.0"]
+           "--watch-interval", "0.2", "--watch-settle", str(SETTLE)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
 
 
@@ -134,7 +137,7 @@ def test_watch_denoises_each_pair_once_as_it_completes_stops_on_sigterm_and_resu
     try:
         _wait_for(out, {"a"}, proc, log)
         _write_pair(data, "b", 2)
-        _write_slowly(data, scratch, "c", 3)  # over 1.6 s, more than the settle time
+        assert _write_slowly(data, scratch, "c", 3) > SETTLE
         bad = write_mrc(scratch / "d_odd.mrc", _volume(4)).read_bytes()
         write_mrc(data / "d_even.mrc", _volume(5))
         (data / "d_odd.mrc").write_bytes(bad[:3000])  # settles truncated: one line, skipped
@@ -147,6 +150,7 @@ def test_watch_denoises_each_pair_once_as_it_completes_stops_on_sigterm_and_resu
     for name in "abc":
         assert first.count(f"{name}: complete, denoising") == 1, first
     assert first.count("d: FAILED: ") == 1 and "truncated MRC file" in first
+    assert "c: FAILED" not in first  # never read while it grew
     assert "stopped (SIGTERM): 3 tomograms denoised in this run, 0 done before, 1 failed" in stdout
     assert "rerun the same command to resume" in stdout
     assert _done(out) == {"a", "b", "c"}
