@@ -68,10 +68,14 @@ class DenoiseSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    train_on: int | None = Field(None, ge=1, description="train on the first N tomograms only (large datasets)")
+    train_on: int | None = Field(None, ge=1, description="train on the first N tomograms only (large datasets; "
+                                 "with --watch: the first N complete pairs, default 1)")
     per_tomogram: bool = Field(False, description="train one model per tomogram instead of one for the dataset")
     mrc: bool = Field(True, description="also write NAME_denoised.mrc beside NAME.zarr")
     allow_mixed: bool = Field(False, description="accept tomograms of different voxel sizes")
+    watch_interval_s: float = Field(2.0, gt=0, description="with --watch: seconds between looks at the directory")
+    watch_settle_s: float = Field(5.0, ge=0, description="with --watch: a half is complete once its size and "
+                                  "modification time stayed the same this many seconds (and it opens cleanly)")
 
 
 class Settings(BaseModel):

@@ -16,7 +16,7 @@ import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client
 
@@ -28,6 +28,9 @@ from tomocare.io import relion
 from tomocare.io.atomic import refuse_inputs, write_atomic
 from tomocare.io.discover import Discovery, VolumePair, check_voxel_sizes, discover_pairs, open_pair
 from tomocare.io.stats import normalisation
+
+if TYPE_CHECKING:
+    from tomocare.predict.engine import TaskMemory
 
 log = logging.getLogger(__name__)
 STATE = "state.json"
@@ -116,12 +119,8 @@ def _train_model(pairs: list[VolumePair], model_dir: Path, options: DenoiseOptio
 def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, options: DenoiseOptions,
                     client: Client) -> list[dict]:
     """Denoise every tomogram of ``dataset`` into ``out_dir``; return one summary row per tomogram."""
-    from tomocare.evaluate.report import tomogram_report, write_summary
-    from tomocare.io.atomic import remove
-    from tomocare.io.convert import export_mrc
-    from tomocare.model import Model
-    from tomocare.predict.engine import block_store, plan_run, run_blocks, task_memory
-    from tomocare.predict.network import NetworkOperator
+    from tomocare.evaluate.report import write_summary
+    from tomocare.predict.engine import task_memory
 
     dataset, out_dir = Path(dataset), Path(out_dir)
     found = discover_pairs(dataset)
@@ -146,44 +145,13 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     for pair in pairs:
         done = state.tomogram(pair.name)
-        mrc_out = out_dir / f"{pair.name}_denoised.mrc"
-        as_mrc = settings.predict.format == "mrc"  # only NAME_denoised.mrc, through a hidden zarr
-        zarr_out = block_store(mrc_out, "mrc") if as_mrc else out_dir / f"{pair.name}.zarr"
-        output = mrc_out if as_mrc else zarr_out
         model_dir = options.model or shared_model
-        predicted_with = settings.predict.model_dump()
-        predicted_before = {"format": "ome-zarr-0.5", **done.get("predict", predicted_with)}  # runs before --format
-        if (done.get("status") == "done" and output.exists() and done.get("model") in (None, _model_id(model_dir))
-                and predicted_before == predicted_with):
+        if is_done(done, pair.name, out_dir, model_dir, settings):
             log.info("%s: done in an earlier run, skipped", pair.name)
             rows.append(done | {"name": pair.name})
             continue
-        try:
-            if model_dir is None:  # --per-tomogram
-                model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1],
-                                         client)
-                _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
-            operator = NetworkOperator.from_settings(Model.read(model_dir), settings.predict)
-            planned = plan_run(operator, [pair.even.path, pair.odd.path], zarr_out, settings.predict,
-                               memory=memory)
-            run_blocks(planned, client, overwrite=True, progress=settings.train.progress)
-            if settings.denoise.mrc or as_mrc:
-                export_mrc(zarr_out, mrc_out, overwrite=True)
-            if as_mrc:
-                remove(zarr_out)
-            entry = {"status": "done", "output": str(output), "model": _model_id(model_dir),
-                     "predict": predicted_with, **tomogram_report(pair, output, model_dir, out_dir / "report")}
-        except (TomocareError, OSError, ValueError) as err:
-            log.debug("%s", traceback.format_exc())
-            entry = {"status": "failed", "error": " ".join(str(err).split())}
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                state.set(pair.name, **entry)
-                finished = sum(1 for r in rows if r.get("status") == "done")
-                raise TomocareError(
-                    f"{out_dir}: no space left on device while writing {pair.name}; the {finished} tomograms "
-                    "finished before are intact — free space and rerun the same command to resume"
-                ) from None
-        state.set(pair.name, **entry)
+        entry = denoise_pair(pair, out_dir, model_dir, options, client, memory=memory, state=state,
+                             finished=sum(1 for r in rows if r.get("status") == "done"))
         rows.append(entry | {"name": pair.name})
 
     if relion.is_star(dataset):  # the tomogram set again, now naming the denoised tomograms
@@ -195,6 +163,71 @@ def denoise_dataset(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, o
 
     write_summary(rows, out_dir / "report", settings=run_config)
     return rows
+
+
+def output_path(name: str, out_dir: Path, settings: Settings) -> tuple[Path, Path]:
+    """(the output a tomogram's entry names, the store its blocks are written to): ``NAME.zarr`` for
+    OME-Zarr, or ``NAME_denoised.mrc`` through a hidden zarr for ``--format mrc``."""
+    from tomocare.predict.engine import block_store
+
+    mrc_out = out_dir / f"{name}_denoised.mrc"
+    if settings.predict.format == "mrc":
+        return mrc_out, block_store(mrc_out, "mrc")
+    return out_dir / f"{name}.zarr", out_dir / f"{name}.zarr"
+
+
+def is_done(done: dict, name: str, out_dir: Path, model_dir: Path | None, settings: Settings) -> bool:
+    """Whether a state entry says the tomogram was denoised, by this model and these prediction
+    settings, and its output is there."""
+    output, _ = output_path(name, out_dir, settings)
+    predicted_with = settings.predict.model_dump()
+    predicted_before = {"format": "ome-zarr-0.5", **done.get("predict", predicted_with)}  # runs before --format
+    return (done.get("status") == "done" and output.exists() and done.get("model") in (None, _model_id(model_dir))
+            and predicted_before == predicted_with)
+
+
+def denoise_pair(pair: VolumePair, out_dir: Path, model_dir: Path | None, options: DenoiseOptions, client: Client,
+                 *, memory: TaskMemory | None, state: State, finished: int) -> dict:
+    """Predict one tomogram (training its own model first with ``model_dir`` None, --per-tomogram),
+    write its report figures and record it in ``state``; return its entry. A failure of this tomogram
+    is its entry; a full disk raises (``finished``: tomograms done before, for the message)."""
+    from tomocare.evaluate.report import tomogram_report
+    from tomocare.io.atomic import remove
+    from tomocare.io.convert import export_mrc
+    from tomocare.model import Model
+    from tomocare.predict.engine import plan_run, run_blocks
+    from tomocare.predict.network import NetworkOperator
+
+    settings = options.settings
+    output, zarr_out = output_path(pair.name, out_dir, settings)
+    mrc_out = out_dir / f"{pair.name}_denoised.mrc"
+    as_mrc = settings.predict.format == "mrc"
+    try:
+        if model_dir is None:  # --per-tomogram
+            model_dir = _train_model([pair], out_dir / "models" / pair.name, options, pair.even.voxel_size[-1],
+                                     client)
+            _copy_loss(model_dir, out_dir / "report" / f"{pair.name}_training_loss.png")
+        operator = NetworkOperator.from_settings(Model.read(model_dir), settings.predict)
+        planned = plan_run(operator, [pair.even.path, pair.odd.path], zarr_out, settings.predict, memory=memory)
+        run_blocks(planned, client, overwrite=True, progress=settings.train.progress)
+        if settings.denoise.mrc or as_mrc:
+            export_mrc(zarr_out, mrc_out, overwrite=True)
+        if as_mrc:
+            remove(zarr_out)
+        entry = {"status": "done", "output": str(output), "model": _model_id(model_dir),
+                 "predict": settings.predict.model_dump(),
+                 **tomogram_report(pair, output, model_dir, out_dir / "report")}
+    except (TomocareError, OSError, ValueError) as err:
+        log.debug("%s", traceback.format_exc())
+        entry = {"status": "failed", "error": " ".join(str(err).split())}
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            state.set(pair.name, **entry)
+            raise TomocareError(
+                f"{out_dir}: no space left on device while writing {pair.name}; the {finished} tomograms "
+                "finished before are intact — free space and rerun the same command to resume"
+            ) from None
+    state.set(pair.name, **entry)
+    return entry
 
 
 def _model_id(model_dir: Path | None) -> str | None:

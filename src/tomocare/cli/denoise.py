@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -57,7 +58,10 @@ def denoise(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
     model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
     config: SettingsFile = None,
-    train_on: Annotated[Optional[int], typer.Option(help="Train on the first N tomograms only.")] = None,
+    train_on: Annotated[
+        Optional[int],
+        typer.Option(help="Train on the first N tomograms only (with --watch: the first N complete pairs, default 1)."),
+    ] = None,
     per_tomogram: Annotated[
         Optional[bool],
         typer.Option("--per-tomogram", help="Train one model per tomogram instead of one for the dataset."),
@@ -82,12 +86,31 @@ def denoise(
         typer.Option("--retrain", help="Train a new model even if OUT has one (needed when training settings "
                      "changed); tomograms are then redone."),
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="Live mode: keep running, denoise each even/odd pair of DATASET (a directory) "
+                     "as it is completed on disk, after training on the first --train-on N complete pairs (default "
+                     "1) unless --model; a pair is complete when both files kept their size and modification time "
+                     "for --watch-settle seconds and open cleanly. Stop with Ctrl-C or SIGTERM (exit 0); rerun to "
+                     "resume."),
+    ] = False,
+    watch_interval: Annotated[
+        Optional[float],
+        typer.Option(help=with_default("With --watch: seconds between looks at DATASET", DenoiseSettings,
+                                       "watch_interval_s")),
+    ] = None,
+    watch_settle: Annotated[
+        Optional[float],
+        typer.Option(help=with_default("With --watch: seconds a file's size and modification time must stay the "
+                                       "same before it is read", DenoiseSettings, "watch_settle_s")),
+    ] = None,
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
     """Denoise a whole dataset, end to end.
 
-    Train one model on all tomograms, predict each, write a report; rerun the same command to resume."""
+    Train one model on all tomograms, predict each, write a report; rerun the same command to resume.
+    With --watch, keep denoising new tomograms as they arrive."""
     from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
 
@@ -95,18 +118,40 @@ def denoise(
         config,
         train={"time_limit": time_limit, "device": device, "progress": sys.stderr.isatty()},
         predict={"block": block, "chunks": chunks, "format": format},
-        denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed},
+        denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed,
+                 "watch_interval_s": watch_interval, "watch_settle_s": watch_settle},
     )
     if model is None:
         from tomocare.nn.device import pick_device
 
         pick_device(settings.train.device)  # one line now, not after the cluster started, if it is not there
     options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
+    if watch:
+        _watch(dataset, out, options, scheduler, workers)
+        return
     with open_client(scheduler, workers) as client:
         rows = denoise_dataset(dataset, out, options=options, client=client)
     failed = _print_summary(rows, out)
     if failed:
         raise TomocareError(f"{failed} of {len(rows)} tomograms failed (see above and {out / 'state.json'})")
+
+
+def _watch(dataset: Path, out: Path, options, scheduler: str | None, workers: int | None) -> None:
+    """Live mode until SIGINT/SIGTERM (handled only here), then one line: what was done, how to resume."""
+    from tomocare.live import WatchResult, check_watchable, watch_dataset
+    from tomocare.watch import StopSignal
+
+    check_watchable(dataset)
+    stop, result = StopSignal(), WatchResult()
+    with stop.installed(), contextlib.ExitStack() as cluster:
+        typer.echo(f"watching {dataset} (Ctrl-C or SIGTERM stops; rerun the same command to resume)", err=True)
+        with stop.sigint_ignored():  # by the workers started now (a Ctrl-C stops them through this process)
+            client = cluster.enter_context(open_client(scheduler, workers))
+        watch_dataset(dataset, out, options=options, client=client, stop=stop, result=result)
+        cluster.close()
+        typer.echo(f"stopped ({stop.requested}): {result.denoised} tomograms denoised in this run, "
+                   f"{result.earlier} done before, {result.failed} failed; report: {out / 'report' / 'summary.md'}; "
+                   "rerun the same command to resume")
 
 
 @app.command()

@@ -105,9 +105,9 @@ def _partner_name(name: str) -> tuple[str, str] | None:
     return None
 
 
-def discover_pairs(directory: str | os.PathLike) -> Discovery:
+def discover_pairs(directory: str | os.PathLike, *, allow_empty: bool = False) -> Discovery:
     """Even/odd pairs in ``directory``, or in a RELION 5 ``tomograms.star`` (``io.relion``); raise
-    TomocareError if there are none.
+    TomocareError if there are none (unless ``allow_empty``: a watched directory fills later).
 
     Conventions: ``NAME_even`` / ``NAME_odd`` (any case, so AreTomo3's ``_EVN`` / ``_ODD``
     too), RELION 5 ``*half1*`` / ``*half2*``, and Warp's ``even/`` and ``odd/`` sub-folders with
@@ -152,7 +152,7 @@ def discover_pairs(directory: str | os.PathLike) -> Discovery:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise TomocareError(f"{directory}: several pairs are named {', '.join(duplicates)}")
-    if not found.pairs:
+    if not found.pairs and not allow_empty:
         detail = f"; {found.describe_unmatched()}" if found.unmatched else f" ({len(files)} volume files seen)"
         raise TomocareError(
             f"{directory}: no even/odd pairs found (expected NAME_even/NAME_odd, _EVN/_ODD, *half1*/*half2*, "
