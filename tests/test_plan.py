@@ -82,7 +82,8 @@ def test_resume_continues_the_same_plan(client, pair, tmp_path):
     config = TrainConfig(base_channels=4, patch_size=16, max_steps=6, n_val_patches=4, threads=1, progress=False)
     out = train([pair], tmp_path / "m", config=config, client=client)
     first = json.loads((out / "train_config.json").read_text())
-    resumed = TrainConfig(base_channels=4, patch_size=16, max_steps=12, threads=1, progress=False)
+    # the patch size not repeated: the checkpoint's (16) is used and checked, not the default (64 > the volume's 32)
+    resumed = TrainConfig(base_channels=4, max_steps=12, threads=1, progress=False)
     train([pair], out, config=resumed, client=client, resume=True)
     again = json.loads((out / "train_config.json").read_text())
     assert again["plan"] == first["plan"]  # not planned anew: same batch, lr, validation, precision

@@ -325,7 +325,7 @@ def train(
         from tomocare.tilt.pairs import as_image_stack
 
         pairs = [(as_image_stack(even), as_image_stack(odd)) for even, odd in pairs]
-    given_patch = "patch_size" in config.model_fields_set or resume
+    given_patch = "patch_size" in config.model_fields_set  # else planned (a resumed run: the checkpoint's, below)
     check_pairs(pairs, config.patch_size if given_patch else smallest_patch(config), masks, ndim=config.ndim)
     names = list(names) if names else [describe(even, f"pair {i}") for i, (even, _) in enumerate(pairs)]
     trained_on = [
@@ -338,6 +338,8 @@ def train(
     checkpoint = None
     if resume:
         checkpoint, config = _load_checkpoint(out_dir / CHECKPOINT, config)
+        if not given_patch:
+            check_pairs(pairs, config.patch_size, masks, ndim=config.ndim)
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif mean is None or std is None:
         log.info("computing the normalisation over %d pairs", len(pairs))
