@@ -121,6 +121,9 @@ def denoise(
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed,
                  "watch_interval_s": watch_interval, "watch_settle_s": watch_settle},
     )
+    if model is None and settings.train.mode == "supervised":
+        raise TomocareError("denoise trains Noise2Noise on the even/odd halves; [train] mode 'supervised' is for "
+                            "'tomocare train --input/--target'")
     if model is None:
         from tomocare.nn.device import pick_device
 

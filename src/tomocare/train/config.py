@@ -18,7 +18,8 @@ PLANNED = ("patch_size", "batch_size", "lr", "steps_per_epoch", "n_patches", "n_
 
 
 class TrainConfig(BaseModel):
-    """Noise2Noise training of a U-Net.
+    """Training of a U-Net: Noise2Noise on even/odd halves (the default), or supervised on
+    (input, target) pairs such as a simulated noisy volume and its clean one (``mode``).
 
     Patch size, batch size, learning rate, step count, validation size and precision are
     planned from a timed trial on the device and the time budget unless given
@@ -30,6 +31,9 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    mode: Literal["noise2noise", "supervised"] = Field(
+        "noise2noise", description="noise2noise: even/odd halves predict each other; supervised: input -> target "
+        "pairs (e.g. a simulated noisy volume and its clean one), never swapped, validated against the target")
     ndim: Literal[2, 3] = Field(3, description="3: tomograms (z, y, x); 2: stacks of images (n, y, x)")
     # data
     patch_size: int = Field(64, ge=4, description="edge of the cubic patches, voxels "
@@ -40,7 +44,8 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation slab: this end fraction of the y axis")
     batch_size: int = Field(16, ge=1, description="patches per step (planned with patch_size)")
     flip: bool = Field(True, description="random flips along each axis (keep the missing wedge)")
-    swap: bool = Field(True, description="randomly swap the even and odd halves as input and target")
+    swap: bool = Field(True, description="randomly swap the even and odd halves as input and target "
+                      "(noise2noise; supervised pairs are never swapped)")
     rot90: bool = Field(False, description="random quarter turns in the y-x plane (move the missing wedge)")
     prefetch: int = Field(4, ge=1, description="batches being extracted ahead of training")
     # network
@@ -55,7 +60,8 @@ class TrainConfig(BaseModel):
                            "CPU runs (benchmarks/unet_tradeoff.py)")
     upsample: Literal["nearest", "linear"] = "nearest"
     # optimisation
-    loss: Literal["mse", "l1"] = "mse"
+    loss: Literal["mse", "l1"] = Field("mse", description="training and validation loss: mse (mean squared error) "
+                                       "or l1 (mean absolute error)")
     lr: float = Field(4e-4, gt=0, description="peak learning rate (planned: 1e-3 x sqrt(batch / 8))")
     schedule: Literal["cosine", "plateau"] = Field("cosine", description="cosine: warm-up, then decay to the end of "
                                                    "the budget; plateau: halve on a plateau of the validation loss")
@@ -89,6 +95,15 @@ class TrainConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _supervised_never_swaps(self) -> TrainConfig:
+        if self.mode == "supervised":
+            if self.swap and "swap" in self.model_fields_set:
+                raise ValueError("swap exchanges input and target, which supervised training never does: "
+                                 "leave swap out or set it false")
+            self.swap = False
+        return self
+
+    @model_validator(mode="after")
     def _patch_fits_network(self) -> TrainConfig:
         if self.ndim == 2:  # the paper's 2-D defaults, unless given
             if "patch_size" not in self.model_fields_set:
@@ -104,6 +119,11 @@ class TrainConfig(BaseModel):
         """The architecture these settings describe."""
         return UNetConfig(ndim=self.ndim, depth=self.depth, base_channels=self.base_channels, n_conv=self.n_conv,
                           residual=self.residual, upsample=self.upsample)
+
+    @property
+    def roles(self) -> tuple[str, str]:
+        """What the two volumes of a pair are: (even, odd) halves, or (input, target)."""
+        return ("input", "target") if self.mode == "supervised" else ("even", "odd")
 
     @property
     def val_patches(self) -> int:

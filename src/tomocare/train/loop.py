@@ -1,4 +1,5 @@
-"""The Noise2Noise training loop: Adam, LR reduction on plateau, early stopping, checkpoints, resume.
+"""The training loop (Noise2Noise, or supervised input -> target): Adam, LR reduction on plateau,
+early stopping, checkpoints, resume.
 
 The loop consumes numpy batches from :class:`~tomocare.train.sampler.PatchStream`; it knows
 nothing of files or workers, so a data-parallel version only needs one stream per rank.
@@ -193,7 +194,8 @@ class _Run:
         return out
 
     def save_best(self) -> None:
-        extra = {"training": self.summary(), "config": self.config.model_dump(), "plan": self.plan.to_dict()}
+        extra = {"objective": objective(self.config), "training": self.summary(), "config": self.config.model_dump(),
+                 "plan": self.plan.to_dict()}
         save_model(self.out_dir, self.net, extra=extra, **self.model_args)
 
     def save_checkpoint(self) -> None:
@@ -278,6 +280,17 @@ class _Run:
         return reason
 
 
+def objective(config: TrainConfig) -> dict[str, str]:
+    """What was learned and what the validation loss measures, for ``model.json``."""
+    if config.mode == "supervised":
+        return {"mode": "supervised", "loss": config.loss, "pairs": "input -> target (never swapped)",
+                "validation_loss": f"{config.loss} of the prediction from the input against the target "
+                                   "(the clean volume)"}
+    return {"mode": "noise2noise", "loss": config.loss, "pairs": "even <-> odd halves"
+            + (" (randomly swapped)" if config.swap else ""),
+            "validation_loss": f"{config.loss} of the prediction from one half against the other noisy half"}
+
+
 def under_trained(history: Sequence[dict]) -> bool:
     """Whether the validation loss was still falling at the end: the last validation is the best
     and improved on the one before by more than 5% of the run's whole improvement."""
@@ -302,16 +315,22 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Train a Noise2Noise U-Net on even/odd ``pairs``; return ``out_dir``, the model directory.
+    """Train a U-Net on ``pairs``; return ``out_dir``, the model directory.
+
+    ``config.mode`` says what the pairs are: ``"noise2noise"`` (the default) even/odd half
+    tomograms with independent noise, each predicting the other (their roles randomly swapped);
+    ``"supervised"`` (input, target) pairs, e.g. a simulated noisy volume and its clean one: the
+    network learns input -> target, the roles are never swapped, the validation loss is against
+    the target, and the normalisation is the inputs' (prediction sees an input).
 
     With ``config.ndim == 2`` the pairs are stacks of 2-D images (n, y, x), or single images
     (y, x), with independent noise (P2P pairings: two acquisitions, even/odd frame sums,
     adjacent tilts), and the network is the 2-D U-Net.
 
     ``mean``/``std`` (one pair for the whole dataset) are computed on the cluster when not given
-    (a resumed run reuses the checkpoint's). ``masks`` (optional, one per pair, None for none)
-    restrict patches to non-zero regions. ``names`` label the pairs in messages (default: the
-    arrays' paths).
+    (a resumed run reuses the checkpoint's; for supervised pairs they are the inputs'). ``masks``
+    (optional, one per pair, None for none) restrict patches to non-zero regions. ``names``
+    label the pairs in messages (default: the arrays' paths).
 
     Settings not given explicitly are planned (:func:`~tomocare.train.plan.plan_training`) from
     a timed trial on the device and the time budget (``time_limit``, which counts everything from
@@ -326,24 +345,31 @@ def train(
 
         pairs = [(as_image_stack(even), as_image_stack(odd)) for even, odd in pairs]
     given_patch = "patch_size" in config.model_fields_set  # else planned (a resumed run: the checkpoint's, below)
-    check_pairs(pairs, config.patch_size if given_patch else smallest_patch(config), masks, ndim=config.ndim)
+    roles = config.roles
+    check_pairs(pairs, config.patch_size if given_patch else smallest_patch(config), masks, ndim=config.ndim,
+                roles=roles)
     names = list(names) if names else [describe(even, f"pair {i}") for i, (even, _) in enumerate(pairs)]
-    trained_on = [
-        describe(volume, f"{names[i]} ({half})")
-        for i, pair in enumerate(pairs)
-        for half, volume in zip(("even", "odd"), pair)
-    ]
     device = pick_device(config.device)
     _check_out_dir(out_dir, resume=resume, overwrite=overwrite)
     checkpoint = None
     if resume:
         checkpoint, config = _load_checkpoint(out_dir / CHECKPOINT, config)
+        roles = config.roles  # the checkpoint's mode
         if not given_patch:
-            check_pairs(pairs, config.patch_size, masks, ndim=config.ndim)
+            check_pairs(pairs, config.patch_size, masks, ndim=config.ndim, roles=roles)
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif mean is None or std is None:
         log.info("computing the normalisation over %d pairs", len(pairs))
-        mean, std = dataset_stats(client, pairs)
+        counted = ("input",) if config.mode == "supervised" else ("even half", "odd half")
+        mean, std = dataset_stats(client, pairs, counted)
+    trained_on = [
+        describe(volume, f"{names[i]} ({half})")
+        for i, pair in enumerate(pairs)
+        for half, volume in zip(roles, pair)
+    ]
+    if config.mode == "supervised":
+        progress_log.info("supervised training (%s loss): input -> target, never swapped; the validation loss is "
+                          "against the target", config.loss)
     if config.time_limit is None and "max_steps" not in config.model_fields_set:
         progress_log.info("no time limit given: training is planned for %.0f s (set one with --time-limit)",
                           DEFAULT_BUDGET)
@@ -364,7 +390,7 @@ def train(
                                 device_name(device), ())
         progress_log.info("%s", plan.describe())
         p = config.patch_size
-        check_pairs(pairs, p, masks, ndim=config.ndim)
+        check_pairs(pairs, p, masks, ndim=config.ndim, roles=roles)
         coarse = [None if m is None else coarse_mask(client, m, max(1, p // 4)) for m in masks] if masks else None
         patch_plan = plan_patches(
             [tuple(even.shape) for even, _ in pairs],
@@ -381,8 +407,8 @@ def train(
             if out_dir.exists():
                 shutil.rmtree(out_dir)  # _check_out_dir allowed it: nothing of value, or ours and overwrite
             out_dir.mkdir(parents=True)
-        provenance = {"config": config.model_dump(), "plan": plan.to_dict(), "mean": mean, "std": std,
-                      "voxel_size": voxel_size, "trained_on": trained_on,
+        provenance = {"objective": objective(config), "config": config.model_dump(), "plan": plan.to_dict(),
+                      "mean": mean, "std": std, "voxel_size": voxel_size, "trained_on": trained_on,
                       "validation_start_y": list(patch_plan.val_start)}
         write_atomic(out_dir / CONFIG_JSON, json.dumps(provenance, indent=2) + "\n")
 
@@ -410,8 +436,9 @@ def train(
     if (out_dir / MODEL_JSON).exists():
         update_extra(out_dir, {"training": summary})
     write_atomic(out_dir / "training_summary.json", json.dumps(summary, indent=2) + "\n")
-    progress_log.info("training stopped at step %d (%s); best validation loss %.5g at validation %d of %d "
-                      "(%.0f s, %.0f s of it waiting for patches)", run.state.step, reason, run.state.best_val,
+    progress_log.info("training stopped at step %d (%s); best validation loss%s %.5g at validation %d of %d "
+                      "(%.0f s, %.0f s of it waiting for patches)", run.state.step, reason,
+                      " (against the target)" if config.mode == "supervised" else "", run.state.best_val,
                       run.state.best_epoch, run.state.epoch, time.monotonic() - started, run.data_wait)
     if summary["under_trained"]:
         log.warning("%s: under-trained: the validation loss was still falling when training stopped (%s); "

@@ -1,4 +1,5 @@
-"""Noise2Noise training patches, drawn on the client and read by dask workers from the store.
+"""Training patches (Noise2Noise even/odd halves, or supervised input/target pairs), drawn on
+the client and read by dask workers from the store.
 
 The client only plans: patch corners are drawn from the seed and the volume shapes (and a coarse
 mask, if any). Workers read just the region of each patch from a picklable lazy array (a zarr
@@ -126,22 +127,27 @@ def patch_shape(patch_size: int, ndim: int = 3) -> tuple[int, int, int]:
 
 
 def check_pairs(
-    pairs: Sequence[Pair], patch_size: int, masks: Sequence[LazyArray | None] | None = None, *, ndim: int = 3
+    pairs: Sequence[Pair], patch_size: int, masks: Sequence[LazyArray | None] | None = None, *, ndim: int = 3,
+    roles: tuple[str, str] = ("even", "odd"),
 ) -> None:
     """Raise TomocareError (one line) for pairs that cannot be sampled with this patch size.
 
-    With ``ndim=2`` the arrays are stacks of images (n, y, x).
+    With ``ndim=2`` the arrays are stacks of images (n, y, x). ``roles`` name the two volumes of a
+    pair in messages: ("even", "odd") halves, or ("input", "target") for supervised training.
     """
+    what_pairs = "/".join(roles) + " pairs"
     if not pairs:
-        raise TomocareError("no even/odd pairs to train on")
+        raise TomocareError(f"no {what_pairs} to train on")
     if masks is not None and len(masks) != len(pairs):
-        raise TomocareError(f"{len(masks)} masks given for {len(pairs)} even/odd pairs")
+        raise TomocareError(f"{len(masks)} masks given for {len(pairs)} {what_pairs}")
     if ndim == 2 and masks is not None and any(m is not None for m in masks):
         raise TomocareError("masks are not supported for 2-D training")
+    first, second = roles
     for i, (even, odd) in enumerate(pairs):
         name = describe(even, f"pair {i}")
         if tuple(even.shape) != tuple(odd.shape):
-            raise TomocareError(f"{name}: even {tuple(even.shape)} and odd {tuple(odd.shape)} halves differ in shape")
+            raise TomocareError(f"{name}: {first} {tuple(even.shape)} and {second} {tuple(odd.shape)} "
+                                f"{'halves ' if roles == ('even', 'odd') else ''}differ in shape")
         if len(even.shape) != 3:
             what = "a 3-D volume" if ndim == 3 else "a stack of 2-D images (n, y, x)"
             raise TomocareError(f"{name}: expected {what}, found shape {tuple(even.shape)}")
@@ -370,13 +376,19 @@ class PatchStream:
 # ---------------------------------------------------------------- normalisation
 
 
-def dataset_stats(client: Client, pairs: Sequence[Pair]) -> tuple[float, float]:
+def dataset_stats(
+    client: Client, pairs: Sequence[Pair], roles: Sequence[str] = ("even half", "odd half")
+) -> tuple[float, float]:
     """Mean and standard deviation over all halves of all pairs, computed block by block on the
-    cluster; a half with no finite voxel or a single value is refused, naming it."""
+    cluster; a half with no finite voxel or a single value is refused, naming it.
+
+    ``roles`` name the volumes of a pair that count, by position: ``("input",)`` takes the first of
+    each pair only (supervised training normalises input and target by the input's statistics,
+    as prediction will).
+    """
     from tomocare.io.volume import check_values
 
-    halves = [(f"pair {i} {'even' if j == 0 else 'odd'} half", volume)
-              for i, pair in enumerate(pairs) for j, volume in enumerate(pair)]
+    halves = [(f"pair {i} {role}", pair[j]) for i, pair in enumerate(pairs) for j, role in enumerate(roles)]
     rows = [[dask.delayed(block_stats)(block) for block in da.from_array(volume, chunks="auto").to_delayed().ravel()]
             for _, volume in halves]
     per_half = [Stats.from_rows(np.stack(r)) for r in client.gather(client.compute(rows))]
