@@ -1,4 +1,5 @@
-"""The training command: train (on half tomograms, image pairs or adjacent tilts)."""
+"""The training command: train (on half tomograms, image pairs or adjacent tilts; or supervised on input/target
+pairs)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def _pairs(dataset: Path | None, even: list[Path], odd: list[Path], *, images: b
             raise TomocareError(f"give as many --even as --odd halves (got {len(even)} and {len(odd)})")
         pairs = [Pair(e.stem, e, o) for e, o in zip(even, odd)]
     return [open_pair(p, images=images) for p in pairs]
+
+
+def _supervised_pairs(inputs: list[Path], targets: list[Path], *, images: bool = False):
+    """Supervised (input, target) pairs from matching --input/--target lists, opened and checked as
+    even/odd halves are (same shape and voxel size); the input plays the even half's part."""
+    from tomocare.io.discover import Pair, open_pair
+
+    if not inputs or len(inputs) != len(targets):
+        raise TomocareError(f"give as many --input as --target volumes (got {len(inputs)} and {len(targets)})")
+    return [open_pair(Pair(i.stem, i, t), images=images, first="its input") for i, t in zip(inputs, targets)]
 
 
 def _adjacent_tilt_pairs(tilt_series: list[Path]):
@@ -81,6 +92,16 @@ def train(
         Optional[list[Path]], typer.Option(help="Even half (MRC or zarr); repeat for several tomograms.")
     ] = None,
     odd: Annotated[Optional[list[Path]], typer.Option(help="Odd half, in the same order as --even.")] = None,
+    inputs: Annotated[
+        Optional[list[Path]],
+        typer.Option("--input", help="Supervised training: an input volume (e.g. noisy or degraded, MRC or zarr); "
+                     "repeatable, paired with --target by order. Sets mode 'supervised'."),
+    ] = None,
+    targets: Annotated[
+        Optional[list[Path]],
+        typer.Option("--target", help="Supervised training: the volume the network should make of the --input "
+                     "of the same position (e.g. the clean one); same shape and voxel size."),
+    ] = None,
     tilt_series: Annotated[
         Optional[list[Path]],
         typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned "
@@ -114,6 +135,9 @@ def train(
         Optional[float], typer.Option(help="Wall-clock budget in seconds; then save and stop.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
+    loss: Annotated[
+        Optional[str], typer.Option(help=with_default("Training and validation loss: mse or l1", TrainConfig, "loss"))
+    ] = None,
     mask: Annotated[
         Optional[list[Path]],
         typer.Option("--mask", help="Draw training patches only where this volume (the tomogram's shape) is "
@@ -126,9 +150,10 @@ def train(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Train a Noise2Noise U-Net.
+    """Train a Noise2Noise U-Net, or a supervised one (--input/--target).
 
-    On even/odd half tomograms (or, with --ndim 2, images); patches are read by dask workers."""
+    On even/odd half tomograms (or, with --ndim 2, images), or on input -> target pairs such as
+    simulated noisy and clean volumes; patches are read by dask workers."""
     from tomocare.config import load_settings
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
@@ -138,23 +163,34 @@ def train(
 
     if tilt_series and ndim not in (None, 2):
         raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
+    supervised = bool(inputs or targets)
+    if supervised and (dataset is not None or even or odd or tilt_series):
+        raise TomocareError("give --input/--target (supervised), or a dataset directory, --even/--odd or "
+                            "--tilt-series, not both")
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
                      base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed, device=device,
-                     ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty())
+                     ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty(), loss=loss,
+                     mode="supervised" if supervised else None)
     cfg = load_settings(config, train=overrides).train
+    if cfg.mode == "supervised" and not supervised:
+        raise TomocareError("mode 'supervised' trains on --input/--target pairs; give those, or set mode "
+                            "'noise2noise' for even/odd halves")
     pick_device(cfg.device)  # one line now, not after the cluster started, if it is not there
     if tilt_series and (dataset is not None or even or odd):
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
-    pairs = (
-        _adjacent_tilt_pairs(tilt_series) if tilt_series
-        else _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
-    )
+    if supervised:
+        pairs = _supervised_pairs(inputs or [], targets or [], images=cfg.ndim == 2)
+    elif tilt_series:
+        pairs = _adjacent_tilt_pairs(tilt_series)
+    else:
+        pairs = _pairs(dataset, even or [], odd or [], images=cfg.ndim == 2)
     if mask and cfg.ndim == 2:
         raise TomocareError("--mask works with 3-D training only")
     masks = _masks(mask, pairs) if mask else None
     voxel_size = check_voxel_sizes(pairs)
     refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)] + list(mask or []))
-    mean, std = normalisation(v for p in pairs for v in (p.even, p.odd)) or (None, None)
+    # supervised: the inputs' statistics normalise input and target alike (prediction sees an input)
+    mean, std = normalisation(v for p in pairs for v in ((p.even,) if supervised else (p.even, p.odd))) or (None, None)
     with open_client(scheduler, workers) as client:
         run_training(
             [(p.even.array, p.odd.array) for p in pairs], out, config=cfg, client=client,

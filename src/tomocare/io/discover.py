@@ -39,16 +39,17 @@ class VolumePair:
     odd: Volume
 
 
-def open_pair(pair: Pair, *, images: bool = False) -> VolumePair:
+def open_pair(pair: Pair, *, images: bool = False, first: str = "its even half") -> VolumePair:
     """Open both halves lazily; refuse halves of different shapes or voxel sizes.
 
-    ``images``: 2-D data (:func:`~tomocare.io.volume.open_volume`)."""
+    ``images``: 2-D data (:func:`~tomocare.io.volume.open_volume`). ``first`` names the first
+    volume in messages (supervised pairs: "its input")."""
     even, odd = open_volume(pair.even, images=images), open_volume(pair.odd, images=images)
     if even.shape != odd.shape:
-        raise TomocareError(f"{pair.odd}: shape {odd.shape} differs from its even half {pair.even} {even.shape}")
+        raise TomocareError(f"{pair.odd}: shape {odd.shape} differs from {first} {pair.even} {even.shape}")
     if not np.allclose(even.voxel_size, odd.voxel_size, rtol=1e-3):
         raise TomocareError(
-            f"{pair.odd}: voxel size {odd.voxel_size} differs from its even half {pair.even} {even.voxel_size}"
+            f"{pair.odd}: voxel size {odd.voxel_size} differs from {first} {pair.even} {even.voxel_size}"
         )
     return VolumePair(pair.name, even, odd)
 
