@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import fuzz_cases as fc
 import numpy as np
@@ -50,8 +51,7 @@ TALLY = {"fast": Counter(), "slow": Counter()}
 NOISE = re.compile(r"^(warning: |dask dashboard: |\d\d:\d\d:\d\d )")
 
 
-@dataclass(frozen=True)
-class Env:
+class Env(NamedTuple):
     """What every case shares: the partner half, a tiny model, the cluster, a tiny training."""
 
     partner: Path

@@ -80,6 +80,10 @@ def _masks(paths: list[Path], pairs) -> list:
     return arrays
 
 
+TARGET_HELP = ("Supervised training: the volume the network should make of the --input of the same position "
+               "(e.g. the clean one); same shape and voxel size.")
+
+
 @app.command()
 def train(
     dataset: Annotated[
@@ -97,11 +101,7 @@ def train(
         typer.Option("--input", help="Supervised training: an input volume (e.g. noisy or degraded, MRC or zarr); "
                      "repeatable, paired with --target by order. Sets mode 'supervised'."),
     ] = None,
-    targets: Annotated[
-        Optional[list[Path]],
-        typer.Option("--target", help="Supervised training: the volume the network should make of the --input "
-                     "of the same position (e.g. the clean one); same shape and voxel size."),
-    ] = None,
+    targets: Annotated[Optional[list[Path]], typer.Option("--target", help=TARGET_HELP)] = None,
     tilt_series: Annotated[
         Optional[list[Path]],
         typer.Option("--tilt-series", help="P2P-tap: train a 2-D model on the adjacent tilts of this aligned "
