@@ -150,10 +150,11 @@ def train(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Train a Noise2Noise U-Net, or a supervised one (--input/--target).
+    """Train a denoising U-Net.
 
-    On even/odd half tomograms (or, with --ndim 2, images), or on input -> target pairs such as
-    simulated noisy and clean volumes; patches are read by dask workers."""
+    Noise2Noise on even/odd half tomograms (or, with --ndim 2, images), or supervised on input ->
+    target pairs (--input/--target) such as simulated noisy and clean volumes; patches are read by
+    dask workers."""
     from tomocare.config import load_settings
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.discover import check_voxel_sizes
