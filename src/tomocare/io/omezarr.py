@@ -56,28 +56,20 @@ def default_chunk(output_format: str) -> int:
     return PORTAL_CHUNK if output_format == "ome-zarr-0.4" else DEFAULT_CHUNK
 
 
+#: Blosc compressor and level of each blosc name (bit shuffling for all), and zstd's level.
+_BLOSC: dict[str, tuple[Literal["lz4", "zstd"], int]] = {"blosc-lz4": ("lz4", 5), "blosc-zstd": ("zstd", 3)}
+_ZSTD_LEVEL = 3
+
+
 def codecs_for(compression: str, zarr_format: int = 3) -> list:
     """Compressor list from a short name: zarr v3 codecs, or numcodecs for zarr v2 (blosc for the blosc names)."""
-    if zarr_format == 2:
-        return _v2_compressors(compression)
-    if compression == "blosc-lz4":
-        return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle)]
-    if compression == "blosc-zstd":
-        return [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
+    if compression in _BLOSC:
+        cname, clevel = _BLOSC[compression]
+        if zarr_format == 2:
+            return [numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=numcodecs.Blosc.BITSHUFFLE)]
+        return [BloscCodec(cname=cname, clevel=clevel, shuffle=BloscShuffle.bitshuffle)]
     if compression == "zstd":
-        return [ZstdCodec(level=3)]
-    if compression == "none":
-        return []
-    raise TomocareError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
-
-
-def _v2_compressors(compression: str) -> list:
-    if compression == "blosc-lz4":
-        return [numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)]
-    if compression == "blosc-zstd":
-        return [numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)]
-    if compression == "zstd":
-        return [numcodecs.Zstd(level=3)]
+        return [numcodecs.Zstd(level=_ZSTD_LEVEL) if zarr_format == 2 else ZstdCodec(level=_ZSTD_LEVEL)]
     if compression == "none":
         return []
     raise TomocareError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
