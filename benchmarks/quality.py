@@ -1,11 +1,15 @@
 """Denoising quality as users get it: `tomocare denoise` with its defaults against oracle-tuned filters.
 
     python benchmarks/quality.py [--seeds 11 12 13] [--snr 0.08 0.04] [--time-limit 600] [--config JSON]
+    python benchmarks/quality.py --init general --time-limit 120   # fine-tuned from the shipped model
+    python benchmarks/quality.py --model general                   # the shipped model alone (zero-shot)
 
 For every seed and SNR, one tomogram is simulated (``tomocare.simulate``: even/odd halves, clean
 volume, particle list; each seed has its own shape from ``SHAPES``, so sizes and object counts
 vary) and denoised by the documented command, ``tomocare denoise DATA --out OUT --time-limit T``,
-run as a subprocess with **default settings** (``--config`` adds a settings file, for a tuned row).
+run as a subprocess with **default settings** (``--config`` adds a settings file, for a tuned row;
+``--init M`` passes ``--init M``: training starts from model M; ``--model M`` passes ``--model M``:
+no training, M predicts).
 The default seeds and SNRs were not used to choose the defaults (those were chosen on seed 100 at
 SNR 0.1 and 0.08; see README). Printed per run, and as the median over seeds per SNR:
 
@@ -58,6 +62,7 @@ from tomocare.io.volume import open_volume
 from tomocare.model import Model
 from tomocare.predict.engine import plan_run, run_blocks
 from tomocare.predict.network import NetworkOperator
+from tomocare.pretrained import resolve
 from tomocare.simulate import simulate_dataset
 
 # Shapes and voxel sizes by seed: sizes, object counts and sampling differ between runs.
@@ -140,8 +145,9 @@ def baselines(work: Path, avg, ev, od, clean, particles, voxel: float, skip: boo
 
 def denoise_command(data: Path, out: Path, args) -> tuple[float, float, str]:
     """``tomocare denoise`` as a user runs it; returns (seconds, peak RSS of all its processes, log)."""
-    command = [sys.executable, "-m", "tomocare", "denoise", str(data), "--out", str(out),
-               "--time-limit", f"{args.time_limit:g}"]
+    command = [sys.executable, "-m", "tomocare", "denoise", str(data), "--out", str(out)]
+    command += ["--model", args.model] if args.model else ["--time-limit", f"{args.time_limit:g}"]
+    command += ["--init", args.init] if args.init else []
     if args.config != "{}":
         settings = out.parent / "settings.json"
         settings.write_text(json.dumps({"train": json.loads(args.config)}))
@@ -179,7 +185,7 @@ def evaluate(seed, snr, shape, work: Path, entry: dict, seconds: float, peak: in
     stopped = next((line for line in log.splitlines() if "training stopped" in line), "")
     print(f"seed {seed}, SNR {snr:g}, shape {shape}: denoise {seconds:.0f} s, peak {gib(peak)}\n  {plan}\n  {stopped}",
           flush=True)
-    model = work / "denoised" / "model"
+    model = resolve(args.model) if args.model else work / "denoised" / "model"
     info = json.loads((model / "model.json").read_text())["extra"]
     for half in ("even", "odd"):  # each half on its own: the halves' FSC needs them apart
         run_blocks(plan_run(NetworkOperator(Model.read(model)), [entry[half]], work / f"den_{half}.zarr"), client,
@@ -194,8 +200,10 @@ def evaluate(seed, snr, shape, work: Path, entry: dict, seconds: float, peak: in
     rows |= filters
     pe, po = load(work / "den_even.zarr"), load(work / "den_odd.zarr")
     denoised = load(work / "denoised" / "tomo_000.zarr")
-    training = info["training"]
-    rows["tomocare"] = {"params": f"{training['seconds']:.0f} s training, {training['step']} steps",
+    training = {} if args.model else info["training"]
+    done = (f"{args.model} as shipped" if args.model
+            else f"{training['seconds']:.0f} s training, {training['step']} steps")
+    rows["tomocare"] = {"params": done + (f", from {args.init}" if args.init else ""),
                         **measure(denoised, pe, po, clean, particles, voxel)}
     best = max(((r["psnr_db"], name) for name, r in rows.items() if name not in ("raw", "tomocare")), default=(0.0, ""))
     gain = rows["tomocare"]["psnr_db"] - best[0] if filters else None
@@ -204,7 +212,7 @@ def evaluate(seed, snr, shape, work: Path, entry: dict, seconds: float, peak: in
     return {"seed": seed, "snr": snr, "shape": list(shape), "voxel_size_A": voxel, "n_particles": len(particles[0]),
             "rows": rows, "beats_all": beats, "gain_over_best_filter_db": gain, "best_filter": best[1],
             "tuning_psnr_db": tuning, "denoise_seconds": round(seconds, 1), "peak_rss_gib": round(peak / 2**30, 3),
-            "plan": info.get("plan"), "training": training, "filter_seconds": t_filters}
+            "plan": None if args.model else info.get("plan"), "training": training, "filter_seconds": t_filters}
 
 
 def table(result: dict) -> str:
@@ -225,7 +233,7 @@ def table(result: dict) -> str:
 
 
 def summary(results: list[dict]) -> str:
-    lines = ["\n## Median over seeds (default settings)", "",
+    lines = ["\n## Median over seeds", "",
              "| SNR | seeds | tomocare PSNR | best filter PSNR | gain (dB), median [min, max] "
              "| peak memory (GiB), max |",
              "|---|---|---:|---:|---:|---:|"]
@@ -249,6 +257,8 @@ def main() -> None:
     parser.add_argument("--config", type=str, default="{}", help="[train] settings as JSON (a tuned row); default none")
     parser.add_argument("--nad-iterations", type=int, nargs="+", default=[5, 10],
                         help="NAD grid values (cost grows faster than n: the halo grows too)")
+    parser.add_argument("--init", default=None, help="denoise --init: fine-tune this model (e.g. general)")
+    parser.add_argument("--model", default=None, help="denoise --model: predict with this model, no training")
     parser.add_argument("--n2n-only", action="store_true", help="raw and tomocare rows only")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tomocare-bench-quality"))
     parser.add_argument("--name", default=None, help="results/NAME.json (default quality, or quality_n2n_only)")
@@ -264,8 +274,8 @@ def main() -> None:
         for seed in args.seeds:
             results.append(run_one(seed, snr, args))
             print(table(results[-1]), flush=True)
-            save({"time_limit": args.time_limit, "config": json.loads(args.config), "workers": workers,
-                  "grids": GRIDS, "results": results}, name)
+            save({"time_limit": args.time_limit, "config": json.loads(args.config), "init": args.init,
+                  "model": args.model, "workers": workers, "grids": GRIDS, "results": results}, name)
     print(summary(results))
     print("\nPSNR, SSIM: after a least-squares scale-and-offset fit to the clean volume. Filters: oracle-tuned "
           "(best PSNR vs clean over a small grid). FSC 0.143 between the separately processed halves measures "

@@ -1,8 +1,9 @@
 """A trained model: a directory of weights (safetensors) and a JSON description; loading never
 executes code from it.
 
-``model.json`` holds the architecture, the normalisation, the patch size, the halo arithmetic,
-the voxel size and data it was trained on, the tomocare version that wrote it, a free-form
+``model.json`` holds the architecture, the normalisation (the training data's mean and standard
+deviation, or ``per_volume``: each input's own, as for the pretrained general model), the patch
+size, the halo arithmetic, the voxel size and data it was trained on, the tomocare version that wrote it, a free-form
 ``extra`` (training summary) and the SHA-256 of the weights file. :class:`Model` is that
 description as a value, read without touching the weights; :meth:`Model.network` loads them,
 checking the hash, so a half-written or mismatched pair is refused rather than silently used.
@@ -14,8 +15,9 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +28,9 @@ import tomocare
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path, write_atomic
 from tomocare.nn import UNet, UNetConfig
+
+if TYPE_CHECKING:
+    from tomocare.io.volume import Volume
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
@@ -48,6 +53,7 @@ class Model:
     version: str  # the tomocare version that wrote it
     trained_on: tuple[str, ...]
     weights_sha256: str
+    per_volume: bool = False  # normalise each input by its own mean and std (``fitted``), not by mean/std above
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # e.g. the training summary
 
     @classmethod
@@ -67,7 +73,7 @@ class Model:
                 patch_size=int(meta["patch_size"]), halo=int(meta["halo"]), factor=int(meta["downsampling_factor"]),
                 receptive_field=int(meta["receptive_field"]), version=str(meta["tomocare_version"]),
                 trained_on=tuple(str(p) for p in meta["trained_on"]), weights_sha256=str(meta["weights_sha256"]),
-                extra=dict(meta["extra"]),
+                per_volume=_flag(norm.get("per_volume", False), "normalization.per_volume"), extra=dict(meta["extra"]),
             )
         except TomocareError:
             raise
@@ -92,6 +98,22 @@ class Model:
     @property
     def ndim(self) -> int:
         return self.architecture.ndim
+
+    def fitted(self, volumes: Sequence[Volume]) -> Model:
+        """This model with the normalisation it applies to ``volumes``: a ``per_volume`` model takes
+        their mean and standard deviation (stored statistics, else one pass over the voxels);
+        any other keeps its training data's."""
+        if not self.per_volume:
+            return self
+        from tomocare.io.stats import Stats
+        from tomocare.io.volume import compute_stats, reading
+
+        per_input = []
+        for volume in volumes:
+            with reading(volume.path):
+                per_input.append(compute_stats(volume))
+        stats = Stats.merge(per_input)
+        return replace(self, mean=float(stats.mean), std=float(stats.std))
 
     def network(self, device: str | torch.device = "cpu") -> UNet:
         """The network with its weights (their hash checked), in eval mode on ``device``."""
@@ -141,6 +163,7 @@ def save_model(
     patch_size: int,
     trained_on: list[str],
     extra: dict | None = None,
+    per_volume: bool = False,
 ) -> None:
     """Write ``net`` and its description to ``directory``.
 
@@ -156,7 +179,7 @@ def save_model(
         "architecture": net.config.model_dump(),
         "weights": WEIGHTS,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "normalization": {"mean": float(mean), "std": float(std)},
+        "normalization": {"mean": float(mean), "std": float(std), "per_volume": bool(per_volume)},
         "patch_size": int(patch_size),
         "receptive_field": net.receptive_field,
         "halo": net.halo,
@@ -183,6 +206,12 @@ def update_extra(directory: str | os.PathLike, extra: dict) -> None:
     meta = _read_meta(directory)
     meta["extra"] = {**meta.get("extra", {}), **extra}
     write_atomic(directory / MODEL_JSON, json.dumps(meta, indent=2) + "\n")
+
+
+def _flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _read_meta(directory: Path) -> dict:

@@ -16,6 +16,7 @@ from tomocare.cli.options import (
     Chunks,
     Device,
     Format,
+    Init,
     Scheduler,
     SettingsFile,
     Workers,
@@ -56,7 +57,10 @@ def denoise(
                        "(a copy naming the denoised tomograms is written to OUT)."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerun the same command to resume).")],
-    model: Annotated[Optional[Path], typer.Option(help="Use this trained model instead of training one.")] = None,
+    model: Annotated[
+        Optional[str], typer.Option(help="Use this trained model (a directory, or 'general') instead of training one.")
+    ] = None,
+    init: Init = None,
     config: SettingsFile = None,
     train_on: Annotated[
         Optional[int],
@@ -113,10 +117,11 @@ def denoise(
     With --watch, keep denoising new tomograms as they arrive."""
     from tomocare.config import load_settings
     from tomocare.pipeline import DenoiseOptions, denoise_dataset
+    from tomocare.pretrained import resolve
 
     settings = load_settings(
         config,
-        train={"time_limit": time_limit, "device": device, "progress": sys.stderr.isatty()},
+        train={"time_limit": time_limit, "device": device, "progress": sys.stderr.isatty(), "init": init},
         predict={"block": block, "chunks": chunks, "format": format},
         denoise={"train_on": train_on, "per_tomogram": per_tomogram, "mrc": mrc, "allow_mixed": allow_mixed,
                  "watch_interval_s": watch_interval, "watch_settle_s": watch_settle},
@@ -128,7 +133,9 @@ def denoise(
         from tomocare.nn.device import pick_device
 
         pick_device(settings.train.device)  # one line now, not after the cluster started, if it is not there
-    options = DenoiseOptions(model=model, settings=settings, retrain=retrain)
+    if model is not None and init is not None:
+        raise TomocareError("--model predicts with a model as it is; --init trains one from it: give one of them")
+    options = DenoiseOptions(model=None if model is None else resolve(model), settings=settings, retrain=retrain)
     if watch:
         _watch(dataset, out, options, scheduler, workers)
         return

@@ -46,6 +46,15 @@ Device = Annotated[
 ]
 
 
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model directory written by 'tomocare train', or 'general' (shipped).")
+]
+
+Init = Annotated[
+    Optional[str],
+    typer.Option("--init", help="Fine-tune this model (a directory, or 'general') instead of starting from scratch."),
+]
+
 # Block-wise output (predict, baseline, denoise): None leaves the value to the settings (tomocare.config).
 Block = Annotated[
     Optional[int],

@@ -16,6 +16,7 @@ from tomocare.cli.options import (
     Chunks,
     Dtype,
     Format,
+    ModelOption,
     Overwrite,
     Scheduler,
     SettingsFile,
@@ -33,7 +34,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="With --dry-run: print the 
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory written by 'tomocare train'.")],
+    model: ModelOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output OME-Zarr image (NAME.zarr), or MRC file with "
                                       "--format mrc.")],
     even: Annotated[Optional[Path], typer.Option(help="Even half tomogram (MRC or zarr).")] = None,
@@ -74,6 +75,7 @@ def predict(
     from tomocare.config import load_settings
     from tomocare.model import Model
     from tomocare.predict.network import NetworkOperator
+    from tomocare.pretrained import resolve
 
     if input is not None and (even or odd):
         raise TomocareError("give either --input or --even and --odd, not both")
@@ -82,7 +84,7 @@ def predict(
         raise TomocareError("give --even and --odd (or --input for a single volume)")
     settings = load_settings(config, predict=dict(block=block, chunks=chunks, dtype=dtype, precision=precision,
                                                   orientations=orientations, strict=strict, format=format)).predict
-    operator = NetworkOperator.from_settings(Model.read(model), settings)
+    operator = NetworkOperator.from_settings(Model.read(resolve(model)), settings)
     _run_operator(operator, inputs, out, mrc, settings, dry_run=dry_run, as_json=as_json, overwrite=overwrite,
                   scheduler=scheduler, workers=workers)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Block, Overwrite, Scheduler, Workers, open_client
+from tomocare.cli.options import Block, ModelOption, Overwrite, Scheduler, Workers, open_client
 from tomocare.errors import TomocareError
 from tomocare.io.copick import CopickProject
 
@@ -17,7 +17,7 @@ from tomocare.io.copick import CopickProject
 @app.command("copick-predict")
 def copick_predict(
     config: Annotated[Path, typer.Argument(help="copick project config (JSON; local overlay/static roots).")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory written by 'tomocare train'.")],
+    model: ModelOption,
     voxel_size: Annotated[float, typer.Option("--voxel-size", help="Voxel spacing of the tomograms, Å "
                                               "(the VoxelSpacing directory, to 3 decimals).")],
     tomo_type: Annotated[Optional[str], typer.Option(
@@ -42,6 +42,7 @@ def copick_predict(
     from tomocare.config import load_settings
     from tomocare.model import Model
     from tomocare.predict.network import NetworkOperator
+    from tomocare.pretrained import resolve
 
     if tomo_type is not None and (even_type or odd_type):
         raise TomocareError("give either --tomo-type or --even-type and --odd-type, not both")
@@ -56,7 +57,7 @@ def copick_predict(
     jobs = [([project.tomogram(r, voxel_size, t) for t in types], project.output(r, voxel_size, out_type))
             for r in runs]  # every input checked before anything is computed
     settings = load_settings(None, predict=dict(block=block, chunks=chunks, format="ome-zarr-0.4")).predict
-    operator = NetworkOperator.from_settings(Model.read(model), settings)
+    operator = NetworkOperator.from_settings(Model.read(resolve(model)), settings)
     with open_client(scheduler, workers) if not dry_run else contextlib.nullcontext():
         for inputs, out in jobs:
             _run_operator(operator, list(inputs), out, None, settings, dry_run=dry_run, overwrite=overwrite,

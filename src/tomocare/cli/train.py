@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
-from tomocare.cli.options import Device, Overwrite, Scheduler, SettingsFile, Workers, open_client, with_default
+from tomocare.cli.options import Device, Init, Overwrite, Scheduler, SettingsFile, Workers, open_client, with_default
 from tomocare.errors import TomocareError
 from tomocare.train.config import TrainConfig
 
@@ -144,6 +144,7 @@ def train(
                      "nonzero; one per tomogram, in the order of --even (of a dataset: as 'tomocare info' lists "
                      "its pairs). 3-D training only."),
     ] = None,
+    init: Init = None,
     device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
@@ -170,7 +171,7 @@ def train(
                             "--tilt-series, not both")
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
                      base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed, device=device,
-                     ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty(), loss=loss,
+                     ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty(), loss=loss, init=init,
                      mode="supervised" if supervised else None)
     cfg = load_settings(config, train=overrides).train
     if cfg.mode == "supervised" and not supervised:

@@ -102,7 +102,8 @@ class NetworkOperator(BlockOperator):
 
     def bind(self, volumes: Sequence[Volume], *, strict: bool = False) -> NetworkOperator:
         """Refuses more orientations than the sources have between them; warns (or with ``strict`` refuses)
-        when the data's voxel size differs from the training data's by more than 10%."""
+        when the data's voxel size differs from the training data's by more than 10%. A model normalised
+        per volume (the pretrained general one) takes the inputs' mean and std here (``Model.fitted``)."""
         if self.orientations * len(volumes) > self.turns:
             raise TomocareError(f"orientations {self.orientations}: a {self.ndim}-D network has {self.turns} in all, "
                                 f"so at most {self.turns // len(volumes)} per input")
@@ -114,7 +115,7 @@ class NetworkOperator(BlockOperator):
                 if strict:
                     raise TomocareError(message)
                 warnings.warn(message, stacklevel=2)
-        return self
+        return replace(self, model=self.model.fitted(volumes)) if self.model.per_volume else self
 
     def describe(self) -> dict:
         return {"model": str(self.model.path), "precision": self.precision, "orientations": self.orientations,

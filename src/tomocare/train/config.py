@@ -48,6 +48,12 @@ class TrainConfig(BaseModel):
                       "(noise2noise; supervised pairs are never swapped)")
     rot90: bool = Field(False, description="random quarter turns in the y-x plane (move the missing wedge)")
     prefetch: int = Field(4, ge=1, description="batches being extracted ahead of training")
+    normalization: Literal["dataset", "per-volume"] = Field(
+        "dataset", description="dataset: one mean and std over all training volumes, applied to every input at "
+        "prediction; per-volume: each pair by its input's own, and each input at prediction by its own (a model "
+        "for data of any scale, such as the shipped general one)")
+    init: str | None = Field(None, description="start from this model's weights (a model directory, or 'general' "
+                             "for the shipped one): fine-tuning; the network is that model's")
     # network
     depth: int = Field(2, ge=1, le=6)
     # 16 x 2 keeps the most detail at low SNR; 8 channels x 1 convolution predicts 4.9x faster with

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path, write_atomic
-from tomocare.model import MODEL_JSON, save_model, update_extra
+from tomocare.model import MODEL_JSON, Model, save_model, update_extra
 from tomocare.nn import UNet
 from tomocare.nn.device import autocast, channels_last, default_threads, device_name, pick_device
 from tomocare.progress import ProgressBar, progress_log, write_history
@@ -38,6 +38,7 @@ from tomocare.train.sampler import (
     LazyArray,
     Pair,
     PatchStream,
+    Standardised,
     check_pairs,
     coarse_mask,
     dataset_stats,
@@ -108,6 +109,41 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> tuple[dict, TrainConfig
         )
     resumed = TrainConfig.model_validate({**saved, **{k: getattr(config, k) for k in given if k in RESUMABLE}})
     return checkpoint, resumed
+
+
+def _fine_tuning(config: TrainConfig) -> tuple[TrainConfig, Model | None]:
+    """The model ``config.init`` names, and the settings with its network (and, for a model normalised
+    per volume, that normalisation) where not given; a given network setting that differs is refused."""
+    if config.init is None:
+        return config, None
+    from tomocare.pretrained import resolve
+
+    model = Model.read(resolve(config.init))
+    arch = model.architecture
+    own = {"ndim": arch.ndim, "depth": arch.depth, "base_channels": arch.base_channels, "n_conv": arch.n_conv,
+           "residual": arch.residual, "upsample": arch.upsample}
+    given = config.model_fields_set
+    clash = [f"{k} {getattr(config, k)!r} (the model's is {v!r})" for k, v in own.items()
+             if k in given and getattr(config, k) != v]
+    if clash:
+        raise TomocareError(f"init {config.init}: fine-tuning keeps the model's network; leave out " + ", ".join(clash))
+    update: dict[str, Any] = {k: v for k, v in own.items() if k not in given}
+    if model.per_volume and "normalization" not in given:
+        update["normalization"] = "per-volume"
+    config = config.model_copy(update=update)
+    TrainConfig.model_validate(config.model_dump())  # still consistent (patch size and depth)
+    if config.network() != arch:
+        raise TomocareError(f"{model.path}: its network {arch.model_dump()} cannot be fine-tuned by these settings")
+    return config, model
+
+
+def _standardised(client: Client, pairs: Sequence[Pair], roles: Sequence[str]) -> list[Pair]:
+    """Each pair read through its own normalisation: the mean and std of its volumes in ``roles``."""
+    out: list[Pair] = []
+    for pair in pairs:
+        mean, std = dataset_stats(client, [pair], roles)
+        out.append((Standardised(pair[0], mean, std), Standardised(pair[1], mean, std)))
+    return out
 
 
 @dataclass
@@ -344,6 +380,9 @@ def train(
         from tomocare.tilt.pairs import as_image_stack
 
         pairs = [(as_image_stack(even), as_image_stack(odd)) for even, odd in pairs]
+    init = None
+    if not resume:  # fine-tuning: the network is the init model's (a resumed run: the checkpoint's)
+        config, init = _fine_tuning(config)
     given_patch = "patch_size" in config.model_fields_set  # else planned (a resumed run: the checkpoint's, below)
     roles = config.roles
     check_pairs(pairs, config.patch_size if given_patch else smallest_patch(config), masks, ndim=config.ndim,
@@ -358,10 +397,13 @@ def train(
         if not given_patch:
             check_pairs(pairs, config.patch_size, masks, ndim=config.ndim, roles=roles)
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
-    elif mean is None or std is None:
+    counted = ("input",) if config.mode == "supervised" else ("even half", "odd half")
+    if mean is None or std is None:  # (a resumed run has the checkpoint's)
         log.info("computing the normalisation over %d pairs", len(pairs))
-        counted = ("input",) if config.mode == "supervised" else ("even half", "odd half")
         mean, std = dataset_stats(client, pairs, counted)
+    per_volume = config.normalization == "per-volume"
+    if per_volume:  # each pair by its own statistics; mean and std above are then only recorded
+        pairs = _standardised(client, pairs, counted)
     trained_on = [
         describe(volume, f"{names[i]} ({half})")
         for i, pair in enumerate(pairs)
@@ -418,14 +460,19 @@ def train(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
         )
-        model_args = dict(mean=mean, std=std, voxel_size=voxel_size, patch_size=p, trained_on=trained_on)
+        if init is not None:
+            net.load_state_dict(init.network(device).state_dict())
+            log.info("fine-tuning %s (weights %s)", init.path, init.weights_sha256[:12])
+        model_args = dict(mean=mean, std=std, voxel_size=voxel_size, patch_size=p, trained_on=trained_on,
+                          per_volume=per_volume)
         run = _Run(net, optimizer, scheduler, _State(), config, plan, device, out_dir, model_args,
                    end=started + limit)
         if checkpoint is not None:
             run.restore(checkpoint)
             log.info("resuming %s at step %d (epoch %d)", out_dir, run.state.step, run.state.epoch)
         def stream(items, **kw) -> PatchStream:
-            return PatchStream(client, pairs, items, patch_size=p, mean=mean, std=std, batch_size=config.batch_size,
+            return PatchStream(client, pairs, items, patch_size=p, mean=0.0 if per_volume else mean,
+                               std=1.0 if per_volume else std, batch_size=config.batch_size,
                                seed=config.seed, prefetch=config.prefetch, ndim=config.ndim, **kw)
 
         augment = Augment(flip=config.flip, swap=config.swap, rot90=config.rot90)

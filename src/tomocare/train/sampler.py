@@ -57,6 +57,20 @@ def describe(array: LazyArray, default: str) -> str:
     return str(path) if isinstance(path, str) and path else default
 
 
+class Standardised:
+    """``(array - mean) / std`` read lazily: a pair normalised by its own statistics (per-volume
+    training) reads through this, and the stream then normalises by 0 and 1."""
+
+    def __init__(self, array: LazyArray, mean: float, std: float) -> None:
+        self.array, self.mean, self.std = array, float(mean), float(std)
+        self.shape: tuple[int, ...] = tuple(array.shape)
+        self.ndim = len(self.shape)
+        self.dtype: Any = np.dtype(np.float32)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        return (np.asarray(self.array[key], dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
+
+
 # ---------------------------------------------------------------- augmentation
 
 
