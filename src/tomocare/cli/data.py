@@ -181,3 +181,49 @@ def _stats_text(stats: dict | None) -> str:
     text = "; " + ", ".join(f"{k} {stats[k]:.4g}" for k in ("mean", "std", "min", "max"))
     return text + (f", {stats['nonfinite']} NaN or infinite voxels" if stats["nonfinite"] else "")
 
+
+
+NoiseModels = Annotated[Optional[list[str]], typer.Option(
+    "--noise", help="gaussian, wbp, salt-and-pepper or poisson; repeat for a mix (one drawn per pair) "
+    "[gaussian, wbp, salt-and-pepper].")]
+SnrRange = Annotated[Optional[str], typer.Option(
+    "--snr", help="var(clean) / var(noise): a value or LOW:HIGH, drawn log-uniformly per pair [0.02:0.3].")]
+VoxelRange = Annotated[Optional[str], typer.Option(
+    "--voxel-size", help="Voxel size in Å: a value or LOW:HIGH, drawn per pair [4:20].")]
+TiltRange = Annotated[Optional[str], typer.Option(
+    "--tilt-range", help="Maximum tilt in degrees (the missing wedge beyond): a value or LOW:HIGH [40:70].")]
+PairShape = Annotated[Optional[tuple[int, int, int]], typer.Option(
+    "--shape", help="Volume shape z y x, in voxels [96 192 192].")]
+PairTarget = Annotated[Optional[str], typer.Option(
+    "--target", help="clean (the wedged volume: denoising) or phantom (before the wedge) [clean].")]
+
+
+@app.command("simulate-pairs")
+def simulate_pairs_command(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the pairs (created).")],
+    n: Annotated[int, typer.Option("--n", help="Number of pairs.")] = 2,
+    noise: NoiseModels = None,
+    snr: SnrRange = None,
+    voxel_size: VoxelRange = None,
+    tilt_range: TiltRange = None,
+    shape: PairShape = None,
+    target: PairTarget = None,
+    seed: Seed = 0,
+    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = DEFAULT_CHUNK,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+) -> None:
+    """Write simulated input/target pairs.
+
+    pair_NNN_input.mrc (degraded), pair_NNN_target.mrc, pair_NNN_particles.csv and pairs.csv (each pair's
+    parameters, drawn from the seed where given as ranges), for 'tomocare train --input --target'."""
+    from tomocare.simulate.pairs import pair_spec, simulate_pairs
+
+    spec = pair_spec(noise=noise, snr=snr, voxel_size=voxel_size, tilt_range=tilt_range, shape=shape, target=target)
+    with open_client(scheduler, workers):
+        written = simulate_pairs(out_dir, spec, n=n, seed=seed, chunks=chunks, overwrite=overwrite)
+    for e in written:
+        level = f"dose {e['dose']:.4g} e/pixel" if "dose" in e else f"noise std {e['noise_std']:.4g}"
+        typer.echo(f"{e['name']}: {e['noise']}, snr {e['snr']:.3g}, voxel {e['voxel_size']:.3g} Å, tilt "
+                   f"±{e['tilt_range']:.3g}°, {level}; input {e['files']['input']}, target {e['files']['target']}")

@@ -21,12 +21,17 @@ The model, in brief (details in the modules):
   large ones: see :func:`.tomogram.estimate_signal_variance`).
 - Tilt series, movie frames and 2-D pairs (:mod:`.tiltseries`): projections of the phantom
   with dose-dependent Poisson noise, for reconstruction and 2-D (P2P) denoising.
+- Supervised pairs (:mod:`.degrade`, :mod:`.pairs`): the clean volume degraded by gaussian,
+  WBP-coloured, salt-and-pepper or (whole-volume) tilt-series Poisson noise, against the clean
+  volume or the phantom; parameters drawn per pair from ranges (:class:`PairSpec`), written by
+  :func:`simulate_pairs` or rendered on the fly by :func:`simulated_pairs`.
 - Out-of-core: one independent task per block; filters are compact kernels, so blocks are
   exact (no seams) and, up to float rounding, results do not depend on the chunking; same seed
   and chunks, same bytes.
 """
 
 from tomocare.simulate.dataset import simulate_dataset
+from tomocare.simulate.pairs import PairSpec, SimulatedVolume, simulate_pairs, simulated_pairs
 from tomocare.simulate.tiltseries import (
     SimulatedImages,
     SimulatedTiltSeries,
@@ -38,6 +43,7 @@ from tomocare.simulate.tiltseries import (
 from tomocare.simulate.tomogram import SimulatedTomogram, simulate_tomogram
 
 __all__ = [
-    "SimulatedImages", "SimulatedTiltSeries", "SimulatedTomogram", "simulate_dataset", "simulate_image_pairs",
+    "PairSpec", "SimulatedImages", "SimulatedVolume", "simulate_pairs", "simulated_pairs",
+    "SimulatedTiltSeries", "SimulatedTomogram", "simulate_dataset", "simulate_image_pairs",
     "simulate_movie", "simulate_tilt_series", "simulate_tomogram", "write_tilt_series",
 ]
