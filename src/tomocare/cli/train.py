@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from tomocare.cli.app import app
+from tomocare.cli.data import NoiseModels, PairShape, SnrRange, TiltRange, VoxelRange
 from tomocare.cli.options import Device, Init, Overwrite, Scheduler, SettingsFile, Workers, open_client, with_default
 from tomocare.errors import TomocareError
 from tomocare.train.config import TrainConfig
@@ -145,6 +146,16 @@ def train(
                      "its pairs). 3-D training only."),
     ] = None,
     init: Init = None,
+    simulate: Annotated[Optional[int], typer.Option(
+        help="Supervised training on this many simulated pairs, rendered by the dask workers (see simulate-pairs; "
+        "its --noise, --snr, --voxel-size, --tilt-range and --shape apply).")] = None,
+    noise: NoiseModels = None,
+    snr: SnrRange = None,
+    sim_voxel_size: VoxelRange = None,
+    tilt_range: TiltRange = None,
+    shape: PairShape = None,
+    simulate_target: Annotated[Optional[str], typer.Option(
+        help="With --simulate: clean (denoising) or phantom (before the wedge) [clean].")] = None,
     device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
@@ -161,11 +172,12 @@ def train(
     from tomocare.io.discover import check_voxel_sizes
     from tomocare.io.stats import normalisation
     from tomocare.nn.device import pick_device
+    from tomocare.simulate.pairs import pair_spec
     from tomocare.train.loop import train as run_training
 
     if tilt_series and ndim not in (None, 2):
         raise TomocareError("--tilt-series trains a 2-D model on tilt images: leave out --ndim or give --ndim 2")
-    supervised = bool(inputs or targets)
+    supervised = bool(inputs or targets or simulate is not None)
     if supervised and (dataset is not None or even or odd or tilt_series):
         raise TomocareError("give --input/--target (supervised), or a dataset directory, --even/--odd or "
                             "--tilt-series, not both")
@@ -178,6 +190,17 @@ def train(
         raise TomocareError("mode 'supervised' trains on --input/--target pairs; give those, or set mode "
                             "'noise2noise' for even/odd halves")
     pick_device(cfg.device)  # one line now, not after the cluster started, if it is not there
+    if simulate is not None:  # supervised on simulated pairs, rendered by the workers
+        if dataset is not None or even or odd or inputs or targets or tilt_series or mask or cfg.ndim != 3:
+            raise TomocareError("--simulate trains a 3-D model on simulated pairs: leave out the data options, "
+                                "--mask and --ndim 2")
+        spec = pair_spec(noise=noise, snr=snr, voxel_size=sim_voxel_size, tilt_range=tilt_range, shape=shape,
+                         target=simulate_target)
+        _train_simulated(simulate, spec, out, cfg, scheduler, workers, resume=resume, overwrite=overwrite)
+        return
+    if any(v is not None for v in (noise, snr, sim_voxel_size, tilt_range, shape, simulate_target)):
+        raise TomocareError("--noise, --snr, --voxel-size, --tilt-range, --shape and --simulate-target go with "
+                            "--simulate")
     if tilt_series and (dataset is not None or even or odd):
         raise TomocareError("give --tilt-series, or a dataset directory or --even/--odd, not both")
     if supervised:
@@ -201,3 +224,23 @@ def train(
         )
     typer.echo(f"model written to {out}")
 
+
+
+def _train_simulated(n: int, spec, out: Path, cfg: TrainConfig, scheduler, workers, *, resume: bool,
+                     overwrite: bool) -> None:
+    """``train --simulate N``: supervised on ``n`` pairs of ``spec`` (a PairSpec) drawn from the training seed,
+    rendered patch by patch on the workers; normalised by the inputs' statistics (one task per pair)."""
+    from tomocare.io.atomic import refuse_inputs
+    from tomocare.simulate.pairs import input_statistics, simulated_pairs
+    from tomocare.train.loop import train as run_training
+
+    pairs = simulated_pairs(spec, n, cfg.seed)
+    refuse_inputs(out, [])
+    names = [f"simulated pair {i} ({a.params.noise}, snr {a.params.snr:.3g}, voxel {a.params.voxel_size:.3g} Å, "
+             f"tilt ±{a.params.tilt_range:.3g}°, seed {a.params.seed})" for i, (a, _) in enumerate(pairs)]
+    low, high = spec.voxel_size
+    with open_client(scheduler, workers) as client:
+        mean, std = input_statistics(pairs)
+        run_training(pairs, out, config=cfg, client=client, mean=mean, std=std,
+                     voxel_size=low if low == high else None, names=names, resume=resume, overwrite=overwrite)
+    typer.echo(f"model written to {out}")

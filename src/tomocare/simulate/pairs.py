@@ -18,9 +18,9 @@ import functools
 import io
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import dask
 import dask.array as da
@@ -249,25 +249,22 @@ def _clean_box(params: PairParams, origin: tuple[int, ...], size: tuple[int, ...
     return out
 
 
-@dataclass(frozen=True)
+@dataclass
 class SimulatedVolume:
     """The ``role`` ("input" or "target") of a simulated pair as a picklable lazy array: any box is rendered
     when it is read, equal (to float rounding) to the same region of the pair :func:`simulate_pairs` writes."""
 
     params: PairParams
     role: Literal["input", "target"]
+    shape: tuple[int, ...] = field(init=False)
+    dtype: Any = field(init=False, default=np.dtype(np.float32))
+    ndim: int = field(init=False, default=3)
 
     def __post_init__(self) -> None:
+        self.shape = self.params.shape
         if self.params.noise == "poisson":
             raise TomocareError("poisson noise is not box-local: write pairs with 'tomocare simulate-pairs' and "
                                 "train on them with --input/--target")
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.params.shape
-
-    dtype = np.dtype(np.float32)
-    ndim = 3
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
