@@ -146,6 +146,11 @@ def train(
                      "its pairs). 3-D training only."),
     ] = None,
     init: Init = None,
+    device: Device = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
+    overwrite: Overwrite = False,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
     simulate: Annotated[Optional[int], typer.Option(
         help="Supervised training on this many simulated pairs, rendered by the dask workers (see simulate-pairs; "
         "its --noise, --snr, --voxel-size, --tilt-range and --shape apply).")] = None,
@@ -156,11 +161,6 @@ def train(
     shape: PairShape = None,
     simulate_target: Annotated[Optional[str], typer.Option(
         help="With --simulate: clean (denoising) or phantom (before the wedge) [clean].")] = None,
-    device: Device = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
-    overwrite: Overwrite = False,
-    scheduler: Scheduler = None,
-    workers: Workers = None,
 ) -> None:
     """Train a denoising U-Net.
 
