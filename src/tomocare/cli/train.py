@@ -146,6 +146,9 @@ def train(
                      "its pairs). 3-D training only."),
     ] = None,
     init: Init = None,
+    allow_mixed: Annotated[
+        bool, typer.Option("--allow-mixed", help="Accept volumes of different voxel sizes (the model records none).")
+    ] = False,
     device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoint.")] = False,
     overwrite: Overwrite = False,
@@ -212,7 +215,9 @@ def train(
     if mask and cfg.ndim == 2:
         raise TomocareError("--mask works with 3-D training only")
     masks = _masks(mask, pairs) if mask else None
-    voxel_size = check_voxel_sizes(pairs)
+    voxel_size: float | None = check_voxel_sizes(pairs, allow_mixed=allow_mixed)
+    if len({round(p.even.voxel_size[-1], 3) for p in pairs}) > 1:
+        voxel_size = None  # a model for several voxel sizes records none (predict then warns of no mismatch)
     refuse_inputs(out, [v.path for p in pairs for v in (p.even, p.odd)] + list(mask or []))
     # supervised: the inputs' statistics normalise input and target alike (prediction sees an input)
     mean, std = normalisation(v for p in pairs for v in ((p.even,) if supervised else (p.even, p.odd))) or (None, None)
