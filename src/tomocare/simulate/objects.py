@@ -146,14 +146,27 @@ class Phantom:
         return out
 
 
-def make_phantom(shape: tuple[int, int, int], voxel_size: float, seed: int) -> Phantom:
-    """Draw every object of the phantom from ``seed`` (each class from its own stream)."""
+KIND_NAMES = tuple(k[0] for k in PARTICLE_KINDS)
+
+
+def make_phantom(
+    shape: tuple[int, int, int], voxel_size: float, seed: int, kinds: tuple[str, ...] | None = None
+) -> Phantom:
+    """Draw every object of the phantom from ``seed`` (each class from its own stream).
+
+    ``kinds`` (names of ``PARTICLE_KINDS``) keeps only those particles; everything else is the
+    same phantom as without it (held-out particle kinds for generalisation tests)."""
     streams = np.random.SeedSequence(seed, spawn_key=(1,)).spawn(4)
     rng_slab, rng_ves, rng_fil, rng_par = (np.random.default_rng(s) for s in streams)
     slab = _draw_slab(rng_slab, shape, voxel_size)
     vesicles = _draw_vesicles(rng_ves, shape, voxel_size, slab)
     segments = _draw_filaments(rng_fil, shape, voxel_size, slab)
     particles = _draw_particles(rng_par, shape, voxel_size, slab, vesicles)
+    if kinds is not None:
+        unknown = sorted(set(kinds) - set(KIND_NAMES))
+        if unknown:
+            raise ValueError(f"unknown particle kinds {unknown} (known: {', '.join(KIND_NAMES)})")
+        particles = particles[np.isin(particles["kind"], [KIND_NAMES.index(k) for k in kinds])]
     phantom = Phantom(cast(tuple[int, int, int], tuple(shape)), float(voxel_size), slab, vesicles, segments, particles)
     ice = float(np.sum(slab.profile(np.arange(shape[0], dtype=np.float64)))) * shape[1] * shape[2]
     mass = sum(float(m.sum()) for m in masses(phantom).values())

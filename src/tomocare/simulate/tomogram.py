@@ -74,18 +74,20 @@ def simulate_tomogram(
     tilt_range: float = 60.0,
     voxel_size: float = 10.0,
     chunks: int | tuple[int, int, int] = DEFAULT_CHUNK,
+    kinds: tuple[str, ...] | None = None,
 ) -> SimulatedTomogram:
     """Simulate a tomogram lazily; ``snr`` = var(clean) / var(noise of one half).
 
     Tilt series about y over ±``tilt_range``°, voxel size in Å, ``chunks`` the dask block edge
     (an int or one per axis; a last block shorter than 16 joins the one before). Same
-    arguments, same bytes.
+    arguments, same bytes. ``kinds`` keeps only those particle kinds (``objects.KIND_NAMES``).
     """
     shape, chunks = validate_arguments(shape, seed, snr, tilt_range, voxel_size, chunks)
     seed, snr, tilt_range, voxel_size = int(seed), float(snr), float(tilt_range), float(voxel_size)
     axis_chunks = tuple(_axis_chunks(n, c) for n, c in zip(shape, chunks))
-    phantom = make_phantom(shape, voxel_size, seed)
-    token = tokenize("tomocare-simulate-v1", shape, seed, tilt_range, voxel_size, axis_chunks)
+    phantom = make_phantom(shape, voxel_size, seed, kinds)
+    token = tokenize("tomocare-simulate-v1", shape, seed, tilt_range, voxel_size, axis_chunks,
+                     *(() if kinds is None else (kinds,)))
 
     clean, reference = _phantom_arrays(phantom, axis_chunks, tilt_range, token)
     noise_std = math.sqrt(estimate_signal_variance(phantom, tilt_range, seed) / snr)
