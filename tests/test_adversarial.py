@@ -109,7 +109,7 @@ def _train(simulated, client, out: Path, resume: bool = False, **settings) -> Pa
     noisy, clean = simulated
     config = TrainConfig(**{
         "mode": "supervised", "depth": 2, "base_channels": 8, "patch_size": 16, "batch_size": 8, "n_patches": 300,
-        "n_val_patches": 16, "lr": 3e-3, "max_steps": 40, "steps_per_epoch": 20, "schedule": "plateau",
+        "n_val_patches": 16, "lr": 3e-3, "max_steps": 30, "steps_per_epoch": 15, "schedule": "plateau",
         "precision": "fp32", "threads": 2, "progress": False, "critic_channels": 8, "seed": 3, **settings})
     pairs = [(open_mrc(noisy)[:], open_mrc(clean)[:])]
     return train(pairs, out, config=config, client=client, mean=0.0, std=1.0, resume=resume)
@@ -138,7 +138,7 @@ def runs(simulated, client, tmp_path_factory):
 def test_adversarial_training_records_finite_losses_and_beats_the_input(kind, runs, simulated):
     out = runs[kind]
     history = json.loads((out / "history.json").read_text())
-    assert [h["step"] for h in history] == [20, 40]
+    assert [h["step"] for h in history] == [15, 30]
     for h in history:
         for key in ("train_loss", "val_loss", "adversarial_loss", "critic_loss"):
             assert math.isfinite(h[key]), (key, h)
@@ -152,30 +152,43 @@ def test_adversarial_training_records_finite_losses_and_beats_the_input(kind, ru
     assert gain > 1
 
 
-def test_the_same_seed_gives_the_same_run(runs, simulated, client, tmp_path):
-    again = _train(simulated, client, tmp_path / "again", adversarial="gan")
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in json.loads((again / "history.json").read_text())]
-    first = [{k: v for k, v in h.items() if k != "seconds"}
-             for h in json.loads((runs["gan"] / "history.json").read_text())]
-    assert strip == first
-    for (name, a), b in zip(_weights(again).items(), _weights(runs["gan"]).values()):
+TINY = {"adversarial": "wgan-gp", "batch_size": 4, "steps_per_epoch": 4, "n_patches": 40}
+
+
+@pytest.fixture(scope="module")
+def tiny(simulated, client, tmp_path_factory):
+    """Two short WGAN-GP runs of the same settings and seed (the critic's init and interpolation draws seeded)."""
+    d = tmp_path_factory.mktemp("tiny")
+    return [_train(simulated, client, d / str(i), max_steps=8, **TINY) for i in range(2)]
+
+
+def _history(out: Path) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in json.loads((out / "history.json").read_text())]
+
+
+def test_the_same_seed_gives_the_same_run(tiny):
+    first, again = tiny
+    assert _history(first) == _history(again) and len(_history(first)) == 2
+    for (name, a), b in zip(_weights(again).items(), _weights(first).values()):
         assert torch.equal(a, b), name
+    critics = [torch.load(out / "checkpoint.pt", weights_only=True)["adversary"]["critic"] for out in tiny]
+    assert all(torch.equal(a, b) for a, b in zip(critics[0].values(), critics[1].values()))
 
 
-def test_resume_restores_the_critic(runs, simulated, client, tmp_path):
-    """20 steps, then resumed to 40: the run without the interruption (critic, its Adam and draws restored)."""
-    part = _train(simulated, client, tmp_path / "part", adversarial="wgan-gp", max_steps=20)
-    _train(simulated, client, part, adversarial="wgan-gp", max_steps=40, resume=True)
-    resumed = json.loads((part / "history.json").read_text())
-    whole = json.loads((runs["wgan-gp"] / "history.json").read_text())
-    assert [h["step"] for h in resumed] == [20, 40]
+def test_resume_restores_the_critic(tiny, simulated, client, tmp_path):
+    """4 steps, then resumed to 8: the run without the interruption (critic, its Adam and draws restored)."""
+    part = _train(simulated, client, tmp_path / "part", max_steps=4, **TINY)
+    _train(simulated, client, part, resume=True, max_steps=8, **TINY)
+    resumed, whole = _history(part), _history(tiny[0])
+    assert [h["step"] for h in resumed] == [4, 8]
     for got, want in zip(resumed, whole):
         for key in ("train_loss", "val_loss", "adversarial_loss", "critic_loss"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
 
 
 def test_autoencoder_and_ssim_train(simulated, client, tmp_path):
-    out = _train(simulated, client, tmp_path / "ae", architecture="autoencoder", loss="ssim", max_steps=20)
+    out = _train(simulated, client, tmp_path / "ae", architecture="autoencoder", loss="ssim", max_steps=8,
+                 steps_per_epoch=4)
     assert Model.read(out).architecture.skips is False
     history = json.loads((out / "history.json").read_text())
     assert 0 < history[-1]["val_loss"] < 1 and "critic_loss" not in history[-1]
@@ -189,3 +202,42 @@ def test_adversary_state_round_trip():
     b.load_state_dict(a.state_dict())
     assert all(torch.equal(p, q) for p, q in zip(a.critic.state_dict().values(), b.critic.state_dict().values()))
     assert torch.equal(torch.rand(3, generator=a.rng), torch.rand(3, generator=b.rng))
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--adversarial", "lsgan"], "--adversarial"),
+    (["--architecture", "resnet"], "--architecture"),
+    (["--loss", "huber"], "--loss"),
+])
+def test_cli_refuses_bad_values_in_one_line(argv, message, tmp_path, capsys):
+    from tomocare.cli import main
+
+    assert main(["train", "--input", "a.mrc", "--target", "b.mrc", *argv, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_refuses_adversarial_noise2noise_in_one_line(tmp_path, capsys):
+    from tomocare.cli import main
+
+    assert main(["train", "--even", "a.mrc", "--odd", "b.mrc", "--adversarial", "gan", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs supervised training" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_options_reach_the_settings(simulated, client, tmp_path, monkeypatch):
+    import tomocare.train.loop as loop
+    from tomocare.cli import main
+
+    seen = {}
+    monkeypatch.setattr(loop, "train", lambda pairs, out, *, config, **kw: seen.update(config=config))
+    noisy, clean = simulated
+    assert main(["train", "--input", str(noisy), "--target", str(clean), "--adversarial", "wgan-gp",
+                 "--architecture", "autoencoder", "--loss", "ssim", "--out", str(tmp_path / "m"),
+                 "--scheduler", client.scheduler.address]) == 0
+    cfg = seen["config"]
+    assert (cfg.adversarial, cfg.architecture, cfg.loss, cfg.network().skips) == ("wgan-gp", "autoencoder", "ssim",
+                                                                                  False)
