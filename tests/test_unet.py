@@ -51,6 +51,17 @@ def test_config_round_trip():
     assert UNet(net.config).config is net.config
 
 
+def test_autoencoder_has_no_skip_connections_and_old_files_are_unets():
+    """skips=False: the decoder sees only the upsampled coarser level; a model.json without the field is a U-Net."""
+    ae = UNet(depth=2, base_channels=4, skips=False)
+    unet = UNet(depth=2, base_channels=4)
+    assert [m[0].in_channels for m in ae.merge] == [4, 8] and [m[0].in_channels for m in unet.merge] == [8, 16]
+    old = {k: v for k, v in unet.config.model_dump().items() if k != "skips"}
+    assert UNetConfig.model_validate(old).skips is True
+    assert ae(torch.randn(1, 1, 8, 8, 8)).shape == (1, 1, 8, 8, 8)
+    assert ae.receptive_field > 0 and ae.halo % ae.downsampling_factor == 0
+
+
 def test_default_is_not_residual_as_training():
     from tomocare.train import TrainConfig
 
@@ -85,14 +96,16 @@ def test_halo_arithmetic():
 
 
 @pytest.mark.parametrize(
-    ("ndim", "depth", "upsample", "channels"), [(3, 2, "nearest", 4), (2, 2, "linear", 8), (2, 3, "nearest", 8)]
+    ("ndim", "depth", "upsample", "channels", "skips"),
+    [(3, 2, "nearest", 4, True), (2, 2, "linear", 8, True), (2, 3, "nearest", 8, True),
+     (3, 2, "nearest", 8, False), (2, 3, "linear", 8, False)],
 )
-def test_receptive_field_is_exact(ndim, depth, upsample, channels):
+def test_receptive_field_is_exact(ndim, depth, upsample, channels, skips):
     """Perturb one voxel: changes stay within receptive_field // 2 and reach that distance.
 
     In float64 on CPU each output is a sum over its own inputs only, so "changed" means "differs".
     """
-    net = UNet(ndim=ndim, depth=depth, base_channels=channels, upsample=upsample).double().eval()
+    net = UNet(ndim=ndim, depth=depth, base_channels=channels, upsample=upsample, skips=skips).double().eval()
     reach = net.receptive_field // 2
     size = 2 * reach + 2 * net.downsampling_factor
     size += -size % net.downsampling_factor
@@ -102,9 +115,12 @@ def test_receptive_field_is_exact(ndim, depth, upsample, channels):
         seen = 0
         for r in range(net.downsampling_factor):  # the field depends on the position modulo the factor
             q = (size // 2 + r,) * ndim
-            y = x.clone()
-            y[(0, 0, *q)] += 1.0
-            changed = (net(y) != base)[0, 0].nonzero()
+            changed = torch.zeros_like(base[0, 0], dtype=torch.bool)
+            for bump in (1.0,) if skips else (100.0, -100.0):  # no skips: every path runs through a max-pool
+                y = x.clone()
+                y[(0, 0, *q)] += bump
+                changed |= (net(y) != base)[0, 0]
+            changed = changed.nonzero()
             dist = (changed - torch.tensor(q)).abs().max(dim=0).values
             assert int(dist.max()) <= reach
             seen = max(seen, int(dist.max()))
@@ -131,9 +147,10 @@ def _predict_tiled(net: UNet, vol: torch.Tensor, tile: tuple[int, int, int]) -> 
     return out
 
 
-@pytest.mark.parametrize("upsample", ["nearest", "linear"])
-def test_tiled_equals_whole(upsample):
-    net = UNet(depth=2, base_channels=4, upsample=upsample).eval()
+@pytest.mark.parametrize(("upsample", "skips"), [("nearest", True), ("linear", True), ("nearest", False),
+                                                  ("linear", False)])
+def test_tiled_equals_whole(upsample, skips):
+    net = UNet(depth=2, base_channels=4, upsample=upsample, skips=skips).eval()
     vol = torch.randn(36, 48, 48)  # reflect padding needs the halo (up to 32) below every size
     with torch.no_grad():
         whole = _predict_whole(net, vol)

@@ -137,7 +137,19 @@ def train(
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help=with_default("Random seed", TrainConfig, "seed"))] = None,
     loss: Annotated[
-        Optional[str], typer.Option(help=with_default("Training and validation loss: mse or l1", TrainConfig, "loss"))
+        Optional[str],
+        typer.Option(help=with_default("Training and validation loss: mse, l1 or ssim (1 - SSIM)", TrainConfig,
+                                       "loss")),
+    ] = None,
+    architecture: Annotated[
+        Optional[str],
+        typer.Option(help=with_default("Network: unet, or autoencoder (no skip connections)", TrainConfig,
+                                       "architecture")),
+    ] = None,
+    adversarial: Annotated[
+        Optional[str],
+        typer.Option(help=with_default("Supervised only: adversarial loss of a critic: none, gan or wgan-gp",
+                                       TrainConfig, "adversarial")),
     ] = None,
     mask: Annotated[
         Optional[list[Path]],
@@ -187,7 +199,7 @@ def train(
     overrides = dict(patch_size=patch_size, n_patches=n_patches, batch_size=batch_size, depth=depth,
                      base_channels=channels, max_steps=max_steps, time_limit=time_limit, seed=seed, device=device,
                      ndim=2 if tilt_series else ndim, progress=sys.stderr.isatty(), loss=loss, init=init,
-                     mode="supervised" if supervised else None)
+                     architecture=architecture, adversarial=adversarial, mode="supervised" if supervised else None)
     cfg = load_settings(config, train=overrides).train
     if cfg.mode == "supervised" and not supervised:
         raise TomocareError("mode 'supervised' trains on --input/--target pairs; give those, or set mode "

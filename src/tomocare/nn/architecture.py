@@ -22,6 +22,9 @@ class UNetConfig(BaseModel):
     kernel_size: int = Field(3, ge=1, le=7)
     n_conv: int = Field(2, ge=1, le=4)
     upsample: Upsample = "nearest"
+    # False: the same encoder and decoder without skip connections, the plain auto-encoder baseline;
+    # model files written before the field existed are U-Nets (True)
+    skips: bool = True
     in_channels: int = Field(1, ge=1, le=8)
     out_channels: int = Field(1, ge=1, le=8)
 

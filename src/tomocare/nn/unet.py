@@ -5,6 +5,7 @@ zero "same" padding, max-pooling by 2, upsampling by interpolation followed by a
 no normalisation layer. So an output voxel depends only on the input voxels inside its
 receptive field, and a volume can be predicted tile by tile, each tile read with a ``halo``
 and aligned to ``downsampling_factor``, with the same result as a whole-volume pass.
+Without skip connections (``skips=False``) it is the plain convolutional auto-encoder baseline.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class UNet(nn.Module):
 
     Input and output have shape ``(batch, channels, *spatial)`` with every spatial size a
     multiple of :attr:`downsampling_factor`. The last layer is a linear 1×1 convolution; with
-    ``residual`` the input is added to it (single channel in and out).
+    ``residual`` the input is added to it (single channel in and out). With ``skips`` false the
+    decoder sees only the upsampled coarser level (an auto-encoder).
     """
 
     def __init__(self, config: UNetConfig | None = None, **fields) -> None:
@@ -96,7 +98,8 @@ class UNet(nn.Module):
         )
         self.bottom = _Block(ndim, ch[depth - 1], ch[depth], kernel_size, n_conv)
         self.up = nn.ModuleList(_Up(ndim, ch[lv + 1], ch[lv], kernel_size, upsample) for lv in range(depth))
-        self.merge = nn.ModuleList(_Block(ndim, 2 * ch[lv], ch[lv], kernel_size, n_conv) for lv in range(depth))
+        joined = 2 if self.config.skips else 1
+        self.merge = nn.ModuleList(_Block(ndim, joined * ch[lv], ch[lv], kernel_size, n_conv) for lv in range(depth))
         self.head = _conv(ndim, ch[0], out_channels, 1)
         self.pool = nn.MaxPool3d(2) if ndim == 3 else nn.MaxPool2d(2)
 
@@ -142,7 +145,10 @@ class UNet(nn.Module):
         else:  # linear, align_corners=False: fine 2m uses coarse m-1, m; 2m+1 uses m, m+1
             ca, cb = (ua - 1) // 2, (ub + 1) // 2
         ca, cb = self._input_interval(level + 1, ca, cb)
-        a, b = min(a, 2 * ca), max(b, 2 * cb + 1)  # max-pool, joined with the skip connection
+        if self.config.skips:
+            a, b = min(a, 2 * ca), max(b, 2 * cb + 1)  # max-pool, joined with the skip connection
+        else:
+            a, b = 2 * ca, 2 * cb + 1  # max-pool only
         return a - n * r, b + n * r  # encoder block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +167,6 @@ class UNet(nn.Module):
                 h = self.pool(h)
         h = self.bottom(h)
         for up, merge, skip in zip(reversed(self.up), reversed(self.merge), reversed(skips)):
-            h = merge(torch.cat([skip, up(h)], dim=1))
+            h = merge(torch.cat([skip, up(h)], dim=1) if self.config.skips else up(h))
         out = self.head(h)
         return x + out if self.config.residual else out

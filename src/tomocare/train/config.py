@@ -65,9 +65,26 @@ class TrainConfig(BaseModel):
     residual: bool = Field(False, description="add the input to the output; plain nets learned faster in short "
                            "CPU runs (benchmarks/unet_tradeoff.py)")
     upsample: Literal["nearest", "linear"] = "nearest"
+    architecture: Literal["unet", "autoencoder"] = Field("unet", description="unet: skip connections from each "
+                                                         "encoder level to the decoder; autoencoder: the same "
+                                                         "network without them (a baseline)")
     # optimisation
-    loss: Literal["mse", "l1"] = Field("mse", description="training and validation loss: mse (mean squared error) "
-                                       "or l1 (mean absolute error)")
+    loss: Literal["mse", "l1", "ssim"] = Field("mse", description="training and validation loss: mse (mean squared "
+                                               "error), l1 (mean absolute error) or ssim (1 - SSIM, Gaussian window "
+                                               "of sigma 1.5, 11 voxels wide: patches must be wider)")
+    # adversarial training (supervised only): the U-Net is the generator of a conditional GAN
+    adversarial: Literal["none", "gan", "wgan-gp"] = Field(
+        "none", description="add a critic's loss to the pixel loss (supervised only): gan (pix2pix: conditional "
+        "PatchGAN, cross-entropy) or wgan-gp (Wasserstein critic with gradient penalty)")
+    # pix2pix weighted pixel L1 100 : adversarial 1; on normalised patches the pixel losses are
+    # O(0.1-1) like the cross-entropy, so the same 1 : 100 keeps the pixel loss in charge of content
+    adversarial_weight: float = Field(0.01, gt=0, description="weight of the adversarial loss, the pixel loss's "
+                                      "being 1 (pix2pix's 1 : 100)")
+    gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight (lambda)")
+    critic_steps: int = Field(1, ge=1, le=10, description="critic updates per generator step, on the same batch "
+                              "(pix2pix 1; the WGAN-GP paper 5, 5x the critic's cost: 1 fits CPU budgets)")
+    critic_channels: int = Field(16, ge=1, le=256, description="channels of the critic's first layer "
+                                 "(pix2pix 64 in 2-D; doubling per strided layer up to 8x)")
     lr: float = Field(4e-4, gt=0, description="peak learning rate (planned: 1e-3 x sqrt(batch / 8))")
     schedule: Literal["cosine", "plateau"] = Field("cosine", description="cosine: warm-up, then decay to the end of "
                                                    "the budget; plateau: halve on a plateau of the validation loss")
@@ -110,6 +127,13 @@ class TrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _adversarial_is_supervised(self) -> TrainConfig:
+        if self.adversarial != "none" and self.mode != "supervised":
+            raise ValueError(f"adversarial {self.adversarial!r} needs supervised training (--input/--target): "
+                             "a critic of noisy halves would teach the noise")
+        return self
+
+    @model_validator(mode="after")
     def _patch_fits_network(self) -> TrainConfig:
         if self.ndim == 2:  # the paper's 2-D defaults, unless given
             if "patch_size" not in self.model_fields_set:
@@ -119,12 +143,15 @@ class TrainConfig(BaseModel):
         factor = 2**self.depth
         if self.patch_size % factor:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of 2**depth = {factor}")
+        if self.loss == "ssim" and self.patch_size <= 10:
+            raise ValueError(f"loss ssim needs patches wider than its 11-voxel window, got patch_size "
+                             f"{self.patch_size}")
         return self
 
     def network(self) -> UNetConfig:
         """The architecture these settings describe."""
         return UNetConfig(ndim=self.ndim, depth=self.depth, base_channels=self.base_channels, n_conv=self.n_conv,
-                          residual=self.residual, upsample=self.upsample)
+                          residual=self.residual, upsample=self.upsample, skips=self.architecture == "unet")
 
     @property
     def roles(self) -> tuple[str, str]:

@@ -5,6 +5,8 @@ The loop consumes numpy batches from :class:`~tomocare.train.sampler.PatchStream
 nothing of files or workers, so a data-parallel version only needs one stream per rank.
 Everything is written into ``out_dir``: the best model (``model.json`` + weights), the last
 ``checkpoint.pt``, ``train_config.json``, and the history (``history.csv``/``.json``, ``loss.png``).
+Adversarial training (supervised) adds a critic (``tomocare.train.adversarial``), kept in the
+checkpoint only: the model files hold the generator.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.nn import functional as F
 
 from tomocare.errors import TomocareError
 from tomocare.io.atomic import atomic_path, write_atomic
@@ -30,7 +31,9 @@ from tomocare.model import MODEL_JSON, Model, save_model, update_extra
 from tomocare.nn import UNet
 from tomocare.nn.device import autocast, channels_last, default_threads, device_name, pick_device
 from tomocare.progress import ProgressBar, progress_log, write_history
+from tomocare.train.adversarial import Adversary
 from tomocare.train.config import RESUMABLE, TrainConfig
+from tomocare.train.losses import LOSSES
 from tomocare.train.plan import DEFAULT_BUDGET, TrainingPlan, lr_factor, plan_training, smallest_patch
 from tomocare.train.sampler import (
     Augment,
@@ -55,7 +58,6 @@ CHECKPOINT = "checkpoint.pt"
 # relative; a smaller drop of the validation loss does not reset the patience (as in ReduceLROnPlateau)
 MIN_IMPROVEMENT = 1e-4
 CONFIG_JSON = "train_config.json"
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
 @dataclass
@@ -121,7 +123,8 @@ def _fine_tuning(config: TrainConfig) -> tuple[TrainConfig, Model | None]:
     model = Model.read(resolve(config.init))
     arch = model.architecture
     own = {"ndim": arch.ndim, "depth": arch.depth, "base_channels": arch.base_channels, "n_conv": arch.n_conv,
-           "residual": arch.residual, "upsample": arch.upsample}
+           "residual": arch.residual, "upsample": arch.upsample,
+           "architecture": "unet" if arch.skips else "autoencoder"}
     given = config.model_fields_set
     clash = [f"{k} {getattr(config, k)!r} (the model's is {v!r})" for k, v in own.items()
              if k in given and getattr(config, k) != v]
@@ -164,6 +167,9 @@ class _Run:
     _session: tuple[float, float] = (0.0, 0.0)  # (monotonic start of this session's loop, seconds before it)
     _seconds_total: float = math.inf  # loop seconds of the whole run, earlier sessions included
     data_wait: float = 0.0  # seconds this session's steps waited for patches from the workers
+    adversary: Adversary | None = None  # the critic of adversarial training
+    # this epoch's adversarial losses: the generator's (unweighted) and the critic's, per step
+    adversarial_losses: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
 
     def elapsed(self) -> float:
         """Seconds in the training loop so far, earlier sessions of a resumed run included."""
@@ -175,11 +181,36 @@ class _Run:
         start, before = self._session
         return max(0.0, min(self.end, start + self.plan.budget_seconds - before) - time.monotonic())
 
-    def _loss(self, batch: Batch) -> torch.Tensor:
+    def _predict(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input, target and prediction of a batch on the device."""
         x, y = (channels_last(torch.from_numpy(a).to(self.device, non_blocking=True)) for a in batch)
         with autocast(self.device, self.config.precision):
             pred = self.net(x)
+        return x, y, pred
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        _, y, pred = self._predict(batch)
         return LOSSES[self.config.loss](pred.float(), y)
+
+    def _adversarial_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``critic_steps`` updates of the critic, then the generator's loss, pixel + weighted adversarial,
+        and the pixel loss alone; the adversarial losses of the step are kept for the epoch's record."""
+        assert self.adversary is not None
+        x, y, pred = self._predict(batch)
+        pixel = LOSSES[self.config.loss](pred.float(), y)
+        critic = [self.adversary.critic_step(x, y, pred.detach()) for _ in range(self.config.critic_steps)]
+        adversarial = self.adversary.generator_loss(x, pred)
+        self._check_finite(critic=critic[-1], adversarial=adversarial.item())
+        self.adversarial_losses[0].append(adversarial.item())
+        self.adversarial_losses[1].append(sum(critic) / len(critic))
+        return pixel + self.config.adversarial_weight * adversarial, pixel
+
+    def _check_finite(self, **losses: float) -> None:
+        """A non-finite loss ends training: one line naming the step."""
+        for name, value in losses.items():
+            if not math.isfinite(value):
+                raise TomocareError(f"training diverged: the {name} loss is {value} at step {self.state.step + 1}; "
+                                    "lower the learning rate (or the adversarial weight) and train again")
 
     def progress(self, seconds: float) -> float:
         """Fraction of the run done after ``seconds`` in the loop, by steps or by time: the time
@@ -202,11 +233,15 @@ class _Run:
             t = time.monotonic()
             batch = next(batches)
             self.data_wait += time.monotonic() - t
-            loss = self._loss(batch)
+            if self.adversary is None:
+                loss = pixel = self._loss(batch)
+            else:
+                loss, pixel = self._adversarial_loss(batch)
+            losses.append(pixel.item())  # the history's train_loss is the pixel loss
+            self._check_finite(pixel=losses[-1])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            losses.append(loss.item())
             self.state.step += 1
             bar.update(self.state.step, loss=losses[-1], lr=self.optimizer.param_groups[0]["lr"], left=self.left())
         return losses
@@ -245,6 +280,8 @@ class _Run:
             "normalization": {"mean": self.model_args["mean"], "std": self.model_args["std"]},
             "torch_rng": torch.get_rng_state(),
         }
+        if self.adversary is not None:
+            checkpoint["adversary"] = self.adversary.state_dict()
         with atomic_path(self.out_dir / CHECKPOINT, overwrite=True) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -254,6 +291,10 @@ class _Run:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.state = _State(**checkpoint["state"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if self.adversary is not None:
+            if "adversary" not in checkpoint:
+                raise TomocareError(f"{self.out_dir / CHECKPOINT}: holds no critic to resume adversarial training")
+            self.adversary.load_state_dict(checkpoint["adversary"])
 
     def stop_reason(self, seconds: float) -> str | None:
         if self.state.step >= self.config.max_steps:
@@ -292,6 +333,13 @@ class _Run:
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "seconds": round(self.elapsed(), 3),
                 }
+                if self.adversary is not None:  # the generator's adversarial loss (unweighted) and the critic's
+                    generator, critic = self.adversarial_losses
+                    record |= {"adversarial_loss": sum(generator) / len(generator),
+                               "critic_loss": sum(critic) / len(critic)}
+                    generator.clear()
+                    critic.clear()
+                self._check_finite(validation=val)
                 state.history.append(record)
                 if val < state.best_val:  # kept even when only a little better: late, low-lr weights
                     significant = val < state.best_val * (1 - MIN_IMPROVEMENT)
@@ -319,9 +367,13 @@ class _Run:
 def objective(config: TrainConfig) -> dict[str, str]:
     """What was learned and what the validation loss measures, for ``model.json``."""
     if config.mode == "supervised":
-        return {"mode": "supervised", "loss": config.loss, "pairs": "input -> target (never swapped)",
-                "validation_loss": f"{config.loss} of the prediction from the input against the target "
-                                   "(the clean volume)"}
+        out = {"mode": "supervised", "loss": config.loss, "pairs": "input -> target (never swapped)",
+               "validation_loss": f"{config.loss} of the prediction from the input against the target "
+                                  "(the clean volume)"}
+        if config.adversarial != "none":
+            out["adversarial"] = (f"{config.adversarial} against a conditional PatchGAN critic, weight "
+                                  f"{config.adversarial_weight:g} (the pixel loss's 1); not in the validation loss")
+        return out
     return {"mode": "noise2noise", "loss": config.loss, "pairs": "even <-> odd halves"
             + (" (randomly swapped)" if config.swap else ""),
             "validation_loss": f"{config.loss} of the prediction from one half against the other noisy half"}
@@ -465,8 +517,13 @@ def train(
             log.info("fine-tuning %s (weights %s)", init.path, init.weights_sha256[:12])
         model_args = dict(mean=mean, std=std, voxel_size=voxel_size, patch_size=p, trained_on=trained_on,
                           per_volume=per_volume)
+        adversary = None
+        if config.adversarial != "none":
+            adversary = Adversary.build(config.adversarial, ndim=config.ndim, channels=config.critic_channels,
+                                        patch_size=p, seed=config.seed, device=device, gp_weight=config.gp_weight,
+                                        precision=config.precision)
         run = _Run(net, optimizer, scheduler, _State(), config, plan, device, out_dir, model_args,
-                   end=started + limit)
+                   end=started + limit, adversary=adversary)
         if checkpoint is not None:
             run.restore(checkpoint)
             log.info("resuming %s at step %d (epoch %d)", out_dir, run.state.step, run.state.epoch)
