@@ -44,7 +44,8 @@ def simulate_dataset(
     all tomograms before anything is written) unless ``overwrite``. Returns one dict per
     tomogram: name, seed, noise_std and the paths even, odd, clean, particles.
     """
-    defaults = {k: p.default for k, p in inspect.signature(simulate_tomogram).parameters.items() if k != "seed"}
+    defaults = {k: p.default for k, p in inspect.signature(simulate_tomogram).parameters.items()
+                if k not in ("seed", "kinds")}
     validate_arguments(**{**defaults, **tomogram, "seed": seed})
     if not isinstance(n_tomograms, numbers.Integral) or isinstance(n_tomograms, bool) or n_tomograms < 1:
         raise TomocareError(f"simulate: n_tomograms must be a positive integer, got {n_tomograms!r}")
