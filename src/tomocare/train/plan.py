@@ -37,8 +37,6 @@ VALIDATION_SHARE = 0.05
 MAX_VAL_PATCHES = 256
 #: Training memory on CPUs (activations and their gradients) at most; GPUs use their free memory.
 CPU_TRAIN_MEMORY = 640 * 2**20
-#: Fine-tuning (``init``) starts from trained weights: a smaller step keeps what they learned.
-FINE_TUNE_LR = 0.25
 CANDIDATES = {
     3: [(32, 4), (32, 8), (48, 4), (48, 8), (64, 4), (64, 8), (64, 16), (96, 8), (96, 16)],
     2: [(64, 4), (64, 8), (128, 4), (128, 8), (128, 16), (192, 16), (256, 16), (256, 32)],
@@ -184,8 +182,7 @@ def plan_training(
     if "steps_per_epoch" not in given:
         updates["steps_per_epoch"] = max(1, math.ceil(steps / N_VALIDATIONS))
     if "lr" in chosen:  # Adam's step for batch 8 of 32^3, scaled with the square root of the batch
-        lr = 1e-3 * math.sqrt(batch / 8) if config.ndim == 3 else config.lr
-        updates["lr"] = round(lr * (FINE_TUNE_LR if config.init else 1.0), 6)
+        updates["lr"] = round(1e-3 * math.sqrt(batch / 8), 6) if config.ndim == 3 else config.lr
     n_pairs = len(shapes)
     if "n_patches" not in given:  # each patch seen about twice; at least cryo-CARE's 1200
         updates["n_patches"] = min(100_000, max(1200, math.ceil(steps * batch / (2 * n_pairs))))
