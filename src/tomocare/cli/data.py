@@ -13,6 +13,8 @@ from tomocare.cli.options import Overwrite, Scheduler, Seed, VoxelSize, Workers,
 from tomocare.config import DEFAULT_CHUNK
 from tomocare.errors import TomocareError
 
+GeneratedChunks = Annotated[int, typer.Option("--chunks", help="Edge of the blocks generated at a time, in voxels.")]
+
 
 @app.command()
 def simulate(
@@ -25,7 +27,7 @@ def simulate(
     tilt_range: Annotated[float, typer.Option(help="Maximum tilt angle in degrees (missing wedge beyond it).")] = 60.0,
     voxel_size: VoxelSize = 10.0,
     seed: Seed = 0,
-    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = DEFAULT_CHUNK,
+    chunks: GeneratedChunks = DEFAULT_CHUNK,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
@@ -209,7 +211,7 @@ def simulate_pairs_command(
     shape: PairShape = None,
     target: PairTarget = None,
     seed: Seed = 0,
-    chunks: Annotated[int, typer.Option(help="Edge of the blocks generated at a time, in voxels.")] = DEFAULT_CHUNK,
+    chunks: GeneratedChunks = DEFAULT_CHUNK,
     overwrite: Overwrite = False,
     scheduler: Scheduler = None,
     workers: Workers = None,
