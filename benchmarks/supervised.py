@@ -106,10 +106,9 @@ def load(path) -> np.ndarray:
     return np.asarray(open_volume(path).array[...], dtype=np.float32)
 
 
-def crops(particles: Path) -> list[tuple[slice, ...]]:
+def crops() -> list[tuple[slice, ...]]:
     """The 32³ sub-volumes tiling the volume (2 × 4 × 4 of a 64×128×128 tomogram). Particle-centred crops
     were too few: a tomogram this small holds only 4-5 particles at the simulator's density."""
-    del particles
     return [(slice(z, z + CROP), slice(y, y + CROP), slice(x, x + CROP)) for z in range(0, SHAPE[0] - CROP + 1, CROP)
             for y in range(0, SHAPE[1] - CROP + 1, CROP) for x in range(0, SHAPE[2] - CROP + 1, CROP)]
 
@@ -201,7 +200,7 @@ def main() -> None:
         for test, files in tests.items():
             noisy = [load(f["even"]) for f in files]
             target = [load(f["target"]) for f in files]
-            boxes = [crops(f["particles"]) for f in files]
+            boxes = [crops() for _ in files]
 
             sigma, _ = gaussian_oracle(noisy[0], target[0])
             rows = {"input (even half)": scores(noisy, target, boxes),

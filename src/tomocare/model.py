@@ -200,6 +200,19 @@ def save_model(
         (tmp / MODEL_JSON).write_text(text)
 
 
+def store_half(directory: str | os.PathLike) -> None:
+    """Rewrite the model's weights as float16 (half the file; the network computes in its own precision
+    after loading): how a shipped model is kept small. Weights first, then the recorded hash."""
+    directory = Path(directory)
+    weights = load_file(str(directory / WEIGHTS))
+    data = save({k: v.half() if v.is_floating_point() else v for k, v in weights.items()})
+    meta = _read_meta(directory)
+    meta["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    meta["weights_dtype"] = "float16"
+    write_atomic(directory / WEIGHTS, data)
+    write_atomic(directory / MODEL_JSON, json.dumps(meta, indent=2) + "\n")
+
+
 def update_extra(directory: str | os.PathLike, extra: dict) -> None:
     """Merge ``extra`` into the model's free-form ``extra`` (e.g. why training stopped); weights untouched."""
     directory = Path(directory)

@@ -10,7 +10,8 @@
 2. ``tomocare train --input ... --target ...``: supervised, mean squared error, each pair normalised
    by its input's own mean and std (``normalization = "per-volume"``), the default network, for
    ``--time-limit`` seconds (planned as any training run).
-3. The model card (``model.json``'s ``extra.card``): what it was trained on and what it is bad at.
+3. The model card (``model.json``'s ``extra.card``): what it was trained on and what it is bad at;
+   the weights stored as float16 (0.78 MB; ``tomocare.model.store_half``).
 
 The model in ``tomocare/pretrained/general`` was made by this command with its defaults on the
 2-core CPU of the project's CI machine; copy ``--out`` there to replace it. Seeds below 1000 are left
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 from tomocare.cli import main as tomocare
-from tomocare.model import update_extra
+from tomocare.model import store_half, update_extra
 
 SHAPE = (64, 160, 160)
 NOISES = ("gaussian", "wbp", "salt-and-pepper", "poisson")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     update_extra(args.out, {"card": card(pairs, args.seed, args.time_limit)})
+    store_half(args.out)  # 0.78 MB instead of 1.55
     print(json.dumps(card(pairs, args.seed, args.time_limit), indent=2))
     return 0
 
