@@ -1,4 +1,4 @@
-"""One settings file for every command: ``[train]``, ``[predict]`` and ``[denoise]`` sections.
+"""One settings file for every command: ``[train]``, ``[predict]``, ``[denoise]`` and ``[nt2c]`` sections.
 
 TOML (commented, what ``tomocare config --example`` writes) or JSON with the same structure.
 Every key is optional; command-line options override the file; the resolved settings are
@@ -78,12 +78,36 @@ class DenoiseSettings(BaseModel):
                                   "modification time stayed the same this many seconds (and it opens cleanly)")
 
 
+class NoiseTransferSettings(BaseModel):
+    """Noise-model transfer for data without halves (``denoise-single``, ``extract-noise``, ``train-noise``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coarse: str = Field("general", description="coarse denoiser that finds the background: a model directory or "
+                        "a shipped model's name (2-D data need a 2-D model)")
+    patch_size: int | None = Field(None, ge=4, description="edge of the noise patches, even (default: 16 voxels "
+                                   "in 3-D, 64 pixels in 2-D)")
+    threshold: float = Field(0.7, gt=-1, le=1, description="a patch is background when every pair of its "
+                             "sub-patches has SSIM at least this on the coarse-denoised data")
+    max_patches: int = Field(512, ge=2, description="noise patches kept per tomogram or image stack (drawn "
+                             "at random among those found)")
+    synthesiser_time: float = Field(180.0, gt=0, description="wall-clock seconds to train the noise synthesiser")
+    pairs: int = Field(8, ge=1, description="synthesised training pairs")
+    pair_shape: tuple[int, int, int] = Field((64, 128, 128), description="shape of each synthesised pair (z, y, x); "
+                                             "2-D: (images, y, x)")
+    tilt_range: float = Field(60.0, gt=0, le=90, description="tilt range (±degrees) of the simulated signal")
+    fine_time: float = Field(300.0, gt=0, description="wall-clock seconds to train the fine denoiser unless "
+                             "[train] time_limit is set")
+    seed: int = Field(0, ge=0, description="seed of patch choice, synthesiser, simulated signal and pairs")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictSettings = Field(default_factory=PredictSettings)
     denoise: DenoiseSettings = Field(default_factory=DenoiseSettings)
+    nt2c: NoiseTransferSettings = Field(default_factory=NoiseTransferSettings)
 
 
 def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
@@ -102,7 +126,7 @@ def load_settings(path: str | os.PathLike | None, **sections: dict) -> Settings:
                 f"{path}: not a valid {'JSON' if path.suffix == '.json' else 'TOML'} file ({err})"
             ) from None
         if not isinstance(data, dict):
-            raise TomocareError(f"{path}: expected sections [train], [predict], [denoise]")
+            raise TomocareError(f"{path}: expected sections [train], [predict], [denoise], [nt2c]")
     given = set()  # (section, key) set on the command line
     for name, values in sections.items():
         data.setdefault(name, {}).update({k: v for k, v in values.items() if v is not None})

@@ -14,7 +14,7 @@ import warnings
 import click
 import typer
 
-from tomocare.cli import data, denoise, evaluate, predict, projects, tilt, train  # noqa: F401  (registration, in help order)
+from tomocare.cli import data, denoise, evaluate, nt2c, predict, projects, tilt, train  # noqa: F401  (registration, in help order)
 from tomocare.cli.app import app
 from tomocare.errors import TomocareError
 

@@ -50,7 +50,7 @@ class SynthesiserConfig:
     ndim: int = 3
     white: int = 8  # latent channels of white noise per voxel
     style: int = 4  # latent channels constant over a sample
-    channels: int = 32  # generator width (critic: 16, 32, 64)
+    channels: int = 16  # generator width (critic: 16, 32, 64)
     batch_size: int = 16
     critic_steps: int = 5
     gp_weight: float = 10.0
