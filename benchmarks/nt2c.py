@@ -51,7 +51,7 @@ from tomocare.io.volume import open_volume
 from tomocare.simulate.dataset import write_particles
 from tomocare.simulate.structured import structured_tomogram
 
-SHAPES = {41: (80, 160, 160), 42: (96, 176, 160), 43: (72, 192, 176)}
+SHAPES = {40: (80, 144, 160), 41: (80, 160, 160), 42: (96, 176, 160), 43: (72, 192, 176)}
 VOXEL = 10.0
 SIGMAS = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 

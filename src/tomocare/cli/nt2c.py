@@ -188,10 +188,8 @@ def synthesise_pairs(
 
 
 def _noise_picture(patches, synthesiser, path: Path, seed: int) -> None:
-    try:
-        from tomocare.nt2c.diagnostics import noise_figure
-    except ImportError:
-        return
+    from tomocare.nt2c.diagnostics import noise_figure
+
     real = patches[: min(len(patches), 256)]
     made = synthesiser.sample(len(real), real.shape[1:], seed + 1)
     noise_figure(real, made, path, "real (left) and synthesised noise")

@@ -136,10 +136,8 @@ def extract_noise(raw: Volume, enhanced: Volume, out_dir: Path, name: str, *, nd
 
 def _background_picture(enhanced: Volume, corners: np.ndarray, patch: int, ndim: int, path: Path, name: str) -> None:
     """The central section of the enhanced data with the footprints of the background patches that cross it."""
-    try:
-        from tomocare.nt2c.diagnostics import background_figure
-    except ImportError:  # pictures are optional
-        return
+    from tomocare.nt2c.diagnostics import background_figure
+
     lead = enhanced.shape[0] // 2
     section = np.asarray(enhanced.array[lead : lead + 1], np.float32)[0]
     if ndim == 3:
