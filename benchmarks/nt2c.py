@@ -159,8 +159,8 @@ def run_seed(seed: int, args) -> dict:
     timing = {}
     general = work / "general.zarr"
     if not general.exists():
-        timing["general"] = command(["predict", str(files["full"]), "--model", "general", "--out", str(general)],
-                                    work / "general.log")
+        timing["general"] = command(["predict", "--input", str(files["full"]), "--model", "general", "--out",
+                                     str(general)], work / "general.log")
     rows["general model alone"] = score(load(general), clean, particles, boxes)
     nt2c = work / "nt2c"
     if not (nt2c / "tomo.zarr").exists() or args.rerun:
