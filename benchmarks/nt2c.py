@@ -181,6 +181,26 @@ def run_seed(seed: int, args) -> dict:
             "reweight": reweight, "noise_match": noise_match(nt2c, full, clean)}
 
 
+def memory_rows(args) -> list[dict]:
+    """Peak memory of denoise-single (with its workers) on inputs of growing size, short budgets (the stages'
+    memory does not depend on how long they train)."""
+    rows = []
+    for shape in [(64, 128, 128), (96, 256, 256), (128, 384, 384)]:
+        work = args.workdir / f"memory_{'x'.join(map(str, shape))}"
+        data = work / "single" / "tomo.mrc"
+        if not data.exists():
+            t = structured_tomogram(shape, seed=99, snr=0.1, voxel_size=VOXEL)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            write_mrc(da.from_array(t.full), data, voxel_size=VOXEL, overwrite=True)
+        subprocess.run(["rm", "-rf", str(work / "out")], check=True)
+        seconds, peak = command(["denoise-single", str(data.parent), "--out", str(work / "out"), "--synthesiser-time",
+                                 "20", "--time-limit", "20"], work / "run.log")
+        rows.append({"shape": shape, "voxels": int(np.prod(shape)), "seconds": round(seconds, 1), "peak": gib(peak),
+                     "peak_bytes": peak})
+        print(f"  {str(shape):18s} {np.prod(shape) / 1e6:6.1f} Mvoxels  {seconds:5.0f} s  peak {gib(peak)}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[41, 42])
@@ -191,7 +211,12 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="run denoise-single again")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/nt2c_work"))
     parser.add_argument("--name", default="nt2c")
+    parser.add_argument("--memory", action="store_true", help="only the peak memory on growing inputs")
     args = parser.parse_args()
+    if args.memory:
+        print("denoise-single --synthesiser-time 20 --time-limit 20, peak memory of the command and its workers:")
+        save({"memory": memory_rows(args)}, args.name + "_memory")
+        return
     results = []
     for seed in args.seeds:
         r = run_seed(seed, args)

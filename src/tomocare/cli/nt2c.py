@@ -92,7 +92,7 @@ def extract_noise(
     scheduler: Scheduler = None,
     workers: Workers = None,
 ) -> None:
-    """Find background patches; write their raw noise.
+    """Write the raw noise of background patches.
 
     The input is denoised by the coarse model (block-wise, into OUT/NAME_coarse.zarr) unless
     --enhanced gives it; where every pair of sub-patches is alike, the raw patch is noise."""

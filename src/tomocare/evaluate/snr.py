@@ -61,9 +61,9 @@ def read_boxes(path: str | os.PathLike) -> list[BoxPair]:
 def check_box(box: Box, shape: tuple[int, ...], label: str) -> tuple[slice, ...]:
     """The box as slices; TomocareError if it is empty or reaches outside ``shape``."""
     lo, hi = box[:3], box[3:]
-    if any(a < 0 or b > n or b - a < 2 for a, b, n in zip(lo, hi, shape)):
+    if any(a < 0 or b > n or b <= a for a, b, n in zip(lo, hi, shape)) or np.prod(np.subtract(hi, lo)) < 8:
         raise TomocareError(f"{label}: box z{lo[0]}:{hi[0]} y{lo[1]}:{hi[1]} x{lo[2]}:{hi[2]} is outside the "
-                            f"volume of shape {tuple(shape)} or thinner than 2 voxels")
+                            f"volume of shape {tuple(shape)} or holds fewer than 8 voxels")
     return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 

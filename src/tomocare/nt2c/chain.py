@@ -164,9 +164,11 @@ def load_patches(noise_dir: Path, names: list[str]) -> np.ndarray:
 
 
 def synthesise_pairs(synthesiser_dir: Path, raws: list[Volume], out_dir: Path, *, ndim: int, settings: Settings,
-                     client: Client) -> dict:
-    """Simulated clean signal S and synthesised noise V, re-weighted to the real data's spectrum, written as
-    ``pair_NNN_input.mrc`` (α·S + β·V + γ) and ``pair_NNN_target.mrc`` (α·S + γ), and ``reweight.json``."""
+                     client: Client, enhanced: list[Volume] | None = None) -> dict:
+    """Clean signal S and synthesised noise V, re-weighted to the real data's spectrum, written as
+    ``pair_NNN_input.mrc`` (α·S + β·V + γ) and ``pair_NNN_target.mrc`` (α·S + γ), and ``reweight.json``.
+    S is simulated (``[nt2c] signal = "simulated"``, NT2C's way) or crops of the ``enhanced`` data
+    (``"coarse"``: the coarse denoiser's output of the data itself)."""
     import dask.array as da
 
     from tomocare.io.mrc import write_mrc
@@ -176,14 +178,18 @@ def synthesise_pairs(synthesiser_dir: Path, raws: list[Volume], out_dir: Path, *
     s = settings.nt2c
     synthesiser = Synthesiser.read(synthesiser_dir)
     voxel_size = float(raws[0].voxel_size[-1]) or 10.0
-    signals = [simulated_signal(s.pair_shape, voxel_size, s.tilt_range, seed=s.seed * 1000 + i, ndim=ndim)
-               for i in range(s.pairs)]
-    shape = tuple(s.pair_shape)
-    noises = [synthesiser.sample(1, shape, seed=s.seed + i)[0] if ndim == 3 else
-              synthesiser.sample(shape[0], shape[1:], seed=s.seed + i) for i in range(s.pairs)]
+    rng = np.random.default_rng(s.seed)
+    if s.signal == "coarse":
+        if not enhanced:
+            raise TomocareError("signal 'coarse' takes its signal from the coarse-denoised data: none given")
+        signals = [_random_crop(enhanced[i % len(enhanced)], s.pair_shape, rng) for i in range(s.pairs)]
+    else:
+        signals = [simulated_signal(s.pair_shape, voxel_size, s.tilt_range, seed=s.seed * 1000 + i, ndim=ndim)
+                   for i in range(s.pairs)]
+    noises = [synthesiser.sample(1, v.shape, seed=s.seed + i)[0] if ndim == 3 else
+              synthesiser.sample(v.shape[0], v.shape[1:], seed=s.seed + i) for i, v in enumerate(signals)]
     noises = [n - n.mean(dtype=np.float64).astype(np.float32) for n in noises]  # noise about the local mean
     fit = 2 * (s.patch_size or default_patch(ndim))
-    rng = np.random.default_rng(s.seed)
     real = np.concatenate([client.gather(_random_patches(client, raw, fit, ndim, 32, rng)) for raw in raws])
     real_mean = float(np.mean([np.mean(p) for p in real]))
     signal = np.concatenate([_crops(v, fit, ndim, 16, rng) for v in signals])
@@ -202,6 +208,13 @@ def synthesise_pairs(synthesiser_dir: Path, raws: list[Volume], out_dir: Path, *
     progress_log.info("re-weighting: alpha %.4g, beta %.4g, gamma %.4g (spectral misfit %.1f%%)", weights.alpha,
                       weights.beta, weights.gamma, 100 * weights.residual)
     return info
+
+
+def _random_crop(volume: Volume, shape, rng: np.random.Generator) -> np.ndarray:
+    """A crop of ``shape`` (clipped to the volume's) at a random place: bounded memory whatever the volume."""
+    size = [min(a, b) for a, b in zip(shape, volume.shape)]
+    corner = [int(rng.integers(0, n - m + 1)) for n, m in zip(volume.shape, size)]
+    return np.asarray(volume.array[tuple(slice(c, c + m) for c, m in zip(corner, size))], np.float32)
 
 
 def simulated_signal(shape, voxel_size: float, tilt_range: float, *, seed: int, ndim: int) -> np.ndarray:
@@ -304,7 +317,9 @@ def denoise_single(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, se
                           resume=True)
         state.mark("synthesiser")
     if not state.done("pairs"):
-        info = synthesise_pairs(synth_dir, raws, work / "pairs", ndim=ndim, settings=settings, client=client)
+        enhanced = [open_volume(work / "coarse" / f"{name}.zarr") for name in names]
+        info = synthesise_pairs(synth_dir, raws, work / "pairs", ndim=ndim, settings=settings, client=client,
+                                enhanced=enhanced)
         state.mark("pairs", **info)
     model_dir = out_dir / "model"
     if not state.done("fine"):

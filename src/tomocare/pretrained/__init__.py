@@ -28,5 +28,5 @@ def resolve(spec: str | os.PathLike) -> Path:
     path = HERE / text
     if not (path / "model.json").is_file():
         raise TomocareError(f"the shipped model {text!r} is missing from this installation ({path}); "
-                            "reinstall tomocare, or train it again with benchmarks/general_model.py")
+                            "reinstall tomocare, or train it again with python -m tomocare.pretrained.recipe")
     return path

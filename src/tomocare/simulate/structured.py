@@ -70,3 +70,37 @@ def structured_tomogram(shape: tuple[int, int, int], *, seed: int, snr: float = 
 
     particles = make_phantom(shape, voxel_size, seed).particle_table()
     return StructuredTomogram(full, even, odd, clean, particles, dose, measured)
+
+
+@dataclass(frozen=True)
+class StructuredImages:
+    """Micrographs (n, y, x) float32: ``noisy`` linearised counts, ``clean`` their expectation; ``particles`` per
+    image: (image, y, x, radius) rows of the particles' projected centres."""
+
+    noisy: np.ndarray
+    clean: np.ndarray
+    particles: np.ndarray
+    dose: float
+
+
+def structured_images(n: int, shape: tuple[int, int], *, seed: int, dose: float = 5.0, voxel_size: float = 4.0,
+                      thickness: int = 48, ramp: tuple[float, float] = (1.0, 0.3),
+                      mean_free_path: float = 400.0) -> StructuredImages:
+    """``n`` micrographs: 0° projections of ``n`` phantoms (seeds ``seed``, ``seed + 1``, ...) with Poisson counts
+    under the transmission ``ramp`` across x, linearised as in :func:`structured_tomogram`."""
+    scale = np.float32(mean_free_path / voxel_size)
+    transmission = np.linspace(ramp[0], ramp[1], shape[1], dtype=np.float32)
+    noisy, clean, particles = [], [], []
+    for i in range(n):
+        s = simulate_tilt_series((thickness, *shape), angles=np.array([0.0, 1.0]), dose=dose,
+                                 mean_free_path=mean_free_path, voxel_size=voxel_size, seed=seed + i,
+                                 y_chunk=shape[0])
+        counts = poisson_noise(s.clean[:1] * transmission, seed + i, _STREAM)
+        noisy.append(np.asarray(((1 - counts / (np.float32(dose) * transmission)) * scale).compute())[0])
+        clean.append(np.asarray(((1 - s.clean[:1] / np.float32(dose)) * scale).compute())[0])
+        from tomocare.simulate.objects import make_phantom
+
+        table = make_phantom((thickness, *shape), voxel_size, seed + i).particle_table()
+        particles += [(i, float(p["y"]), float(p["x"]), float(p["radius"])) for p in table]
+    return StructuredImages(np.stack(noisy).astype(np.float32), np.stack(clean).astype(np.float32),
+                            np.array(particles, dtype=np.float64).reshape(-1, 4), dose)

@@ -1,0 +1,178 @@
+"""Noise-model transfer: background patches, re-weighting, the synthesiser, and the chain end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from tomocare.cli import main
+from tomocare.io.mrc import write_mrc
+from tomocare.io.volume import open_volume
+from tomocare.nt2c.background import find_background, min_ssim, moments
+from tomocare.nt2c.reweight import fit_weights, radial_power
+from tomocare.nt2c.synthesiser import (
+    CHECKPOINT,
+    NoiseGenerator,
+    Synthesiser,
+    SynthesiserConfig,
+    _save_checkpoint,
+    train_synthesiser,
+)
+from tomocare.simulate.structured import structured_tomogram
+
+
+def test_sub_patch_ssim_tells_flat_from_structure():
+    rng = np.random.default_rng(0)
+    flat = 0.01 * rng.standard_normal((16, 16, 16))
+    z, y, x = np.ogrid[:16, :16, :16]
+    blob = flat + 0.5 * np.exp(-((z - 4) ** 2 + (y - 4) ** 2 + (x - 4) ** 2) / 8)  # a particle in one octant
+    values = min_ssim(np.stack([moments(flat), moments(blob)]), -0.5, 1.0)
+    assert values[0] > 0.9 and values[1] < 0.3
+
+
+def test_background_is_found_away_from_objects(client):
+    rng = np.random.default_rng(1)
+    volume = 0.01 * rng.standard_normal((32, 64, 64)).astype(np.float32)
+    z, y, x = np.ogrid[:32, :64, :64]
+    volume[(z - 16) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 64] = 1.0  # a ball of radius 8 at (16, 20, 20)
+    found = find_background(client, volume, patch=16, ndim=3, threshold=0.7)
+    assert len(found.corners) == 3 * 7 * 7
+    touches = np.array([all(c <= p + 8 and c + 16 > p - 8 for c, p in zip(corner, (16, 20, 20)))
+                        for corner in found.corners])
+    assert not found.background[touches].any()  # no patch over the ball is background
+    assert found.background[~touches].mean() > 0.9  # the flat rest nearly all is
+
+
+def test_reweighting_recovers_the_mixture():
+    rng = np.random.default_rng(2)
+    signal = np.stack([gaussian_filter(rng.standard_normal((32, 32, 32)), 2.0) for _ in range(24)])
+    noise = rng.standard_normal((24, 32, 32, 32))
+    real = 2.0 * np.stack([gaussian_filter(rng.standard_normal((32, 32, 32)), 2.0) for _ in range(24)]) \
+        + 0.5 * rng.standard_normal((24, 32, 32, 32)) + 3.0
+    weights = fit_weights(real, signal, noise, real_mean=float(real.mean()), signal_mean=0.0)
+    assert weights.alpha == pytest.approx(2.0, rel=0.08)
+    assert weights.beta == pytest.approx(0.5, rel=0.05)
+    assert weights.gamma == pytest.approx(3.0, abs=0.05)
+    assert radial_power(noise)[1:].std() / radial_power(noise)[1:].mean() < 0.1  # white: flat spectrum
+
+
+def test_synthesiser_makes_any_shape_saves_and_resumes(tmp_path):
+    rng = np.random.default_rng(3)
+    patches = (1.0 + 0.5 * rng.standard_normal((64, 16, 16))).astype(np.float32)
+    config = SynthesiserConfig(ndim=2, time_limit=60, max_steps=4, batch_size=8, critic_steps=2, seed=5)
+    synth = train_synthesiser(patches, tmp_path / "a", config)
+    assert synth.mean == pytest.approx(1.0, abs=0.05) and synth.std == pytest.approx(0.5, rel=0.1)
+    sample = synth.sample(2, (20, 36), seed=1)
+    assert sample.shape == (2, 20, 36) and np.isfinite(sample).all()
+    again = Synthesiser.read(tmp_path / "a")
+    assert np.array_equal(again.sample(2, (20, 36), seed=1), sample)
+    assert not (tmp_path / "a" / CHECKPOINT).exists()  # a finished run leaves no checkpoint
+    # a checkpoint at the last step: a resumed run takes it as it is (no more steps)
+    torch.manual_seed(0)
+    generator = NoiseGenerator(config)
+    from tomocare.nt2c.synthesiser import NoiseCritic
+
+    critic = NoiseCritic(2)
+    opts = [torch.optim.Adam(m.parameters()) for m in (generator, critic)]
+    (tmp_path / "b").mkdir()
+    _save_checkpoint(tmp_path / "b" / CHECKPOINT, generator, critic, *opts, torch.Generator().manual_seed(0), 4,
+                     [], 1.0)
+    resumed = train_synthesiser(patches, tmp_path / "b", config, resume=True)
+    for a, b in zip(resumed.generator.state_dict().values(), generator.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def single_dataset(tmp_path_factory) -> Path:
+    """One structured tomogram without halves (32 x 96 x 96, 10 Å)."""
+    root = tmp_path_factory.mktemp("single")
+    tomo = structured_tomogram((32, 96, 96), seed=3, snr=0.1, voxel_size=10.0)
+    (root / "data").mkdir()
+    write_mrc(da.from_array(tomo.full), root / "data" / "tomo.mrc", voxel_size=10.0)
+    (root / "settings.toml").write_text("[nt2c]\npairs = 1\npair_shape = [32, 64, 64]\nmax_patches = 64\n"
+                                        "synthesiser_time = 4\n")
+    return root
+
+
+def _chain_args(root: Path, out: Path) -> list[str]:
+    return ["denoise-single", str(root / "data"), "--out", str(out), "--config", str(root / "settings.toml"),
+            "--time-limit", "8", "--workers", "1"]
+
+
+def test_denoise_single_runs_the_chain_and_a_rerun_skips_it(single_dataset, tmp_path):
+    source = single_dataset / "data" / "tomo.mrc"
+    before = _sha(source)
+    out = tmp_path / "out"
+    assert main(_chain_args(single_dataset, out)) == 0
+    state = json.loads((out / "state.json").read_text())["done"]
+    assert set(state) == {"coarse/tomo", "noise/tomo", "synthesiser", "pairs", "fine", "predict/tomo"}
+    assert state["noise/tomo"]["kept"] >= 2
+    result = open_volume(out / "tomo.zarr")
+    assert result.shape == (32, 96, 96) and result.voxel_size == pytest.approx((10.0, 10.0, 10.0))
+    assert np.isfinite(np.asarray(result.array[...])).all()
+    assert (out / "tomo_denoised.mrc").is_file() and (out / "work" / "noise" / "tomo_background.png").is_file()
+    weights = json.loads((out / "work" / "pairs" / "reweight.json").read_text())
+    assert weights["alpha"] > 0 and weights["beta"] > 0
+    assert "Re-weighting" in (out / "report" / "summary.md").read_text()
+    assert _sha(source) == before  # the input is never written
+    output = _sha(out / "tomo_denoised.mrc")
+    t = time.monotonic()
+    assert main(_chain_args(single_dataset, out)) == 0  # everything done: nothing is redone
+    assert time.monotonic() - t < 30 and _sha(out / "tomo_denoised.mrc") == output
+
+
+def test_denoise_single_resumes_after_a_kill(single_dataset, tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "tomocare", *_chain_args(single_dataset, out)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    state = out / "state.json"
+    while time.monotonic() < deadline and process.poll() is None:  # kill it once the synthesiser is training
+        if state.exists() and "noise/tomo" in json.loads(state.read_text())["done"]:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = json.loads(state.read_text())["done"]
+    assert "predict/tomo" not in done
+    coarse = out / "work" / "coarse" / "tomo.zarr"
+    stamp = coarse.stat().st_mtime_ns
+    assert main(_chain_args(single_dataset, out)) == 0
+    assert coarse.stat().st_mtime_ns == stamp  # the finished stages were not redone
+    assert set(json.loads(state.read_text())["done"]) >= {"synthesiser", "pairs", "fine", "predict/tomo"}
+    assert open_volume(out / "tomo.zarr").shape == (32, 96, 96)
+
+
+@pytest.mark.parametrize("args", [
+    ["denoise-single", "{tmp}/missing", "--out", "{tmp}/o"],
+    ["denoise-single", "{tmp}/empty", "--out", "{tmp}/o"],
+    ["denoise-single", "{tmp}/bad", "--out", "{tmp}/o", "--workers", "1"],
+    ["extract-noise", "{tmp}/bad/t.mrc", "--out", "{tmp}/o", "--coarse", "general", "--enhanced", "{tmp}/x.zarr"],
+    ["train-noise", "{tmp}/empty", "--out", "{tmp}/o"],
+    ["denoise-single", "{tmp}/bad", "--out", "{tmp}/o", "--threshold", "2"],
+])
+def test_bad_input_is_one_line(tmp_path, capsys, args):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "t.mrc").write_bytes(b"not an mrc file" * 10)
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "Traceback" not in err[0]
