@@ -138,7 +138,7 @@ def noise_match(out: Path, full: np.ndarray, clean: np.ndarray, n: int = 256) ->
     spectra = spectrum_match(real, synth)
     auc = critic_auc(real, synth, seed=0)
     return {"patches": n, "spectrum_max_deviation": spectra["max_deviation"],
-            "spectrum_band": spectra["band"], "spectrum_ratio": [round(r, 3) for r in spectra["ratio"]],
+            "spectrum_band": spectra["band"], "spectrum_ratio": [None if r is None else round(r, 3) for r in spectra["ratio"]],
             "critic_auc": auc["auc"], "critic_accuracy": auc["accuracy"],
             "histogram_distance": histogram_distance(real - real.mean(), synth - synth.mean()),
             "std_real": float(real.std()), "std_synth": float(synth.std())}
