@@ -9,7 +9,8 @@ counting and non-stationary, not the simulator's default noise. The "full" tomog
 is the data without halves; its even and odd tilts give halves with independent noise for the
 upper reference; the truth is the reconstruction of the noise-free counts. Seeds 41-42 (and
 their shapes) were not used to choose any default (those were chosen on seed 5: patch 16,
-threshold 0.7, synthesiser 180 s, fine denoiser 300 s).
+threshold 0.7, synthesiser 180 s, fine denoiser 300 s, signal "coarse": 37.57 dB against 36.85 dB with
+simulated signal, Noise2Noise 38.35 dB).
 
 Rows, each scored against the truth (PSNR and SSIM after a least-squares scale and offset,
 ``evaluate.reference``), by the SNR of NT2C's Eq. 5 (``evaluate.snr``; signal boxes on the
@@ -135,10 +136,14 @@ def noise_match(out: Path, full: np.ndarray, clean: np.ndarray, n: int = 256) ->
     corners = [tuple(int(rng.integers(0, m - patch + 1)) for m in noise.shape) for _ in range(n)]
     real = np.stack([noise[z : z + patch, y : y + patch, x : x + patch] for z, y, x in corners])
     synth = Synthesiser.read(out / "work" / "synthesiser").sample(n, (patch,) * 3, seed=12345)
+    # noise is the fluctuation about the local mean (the raw patches it learnt from sit on the ice's level)
+    real, synth = (v - v.mean(axis=(1, 2, 3), keepdims=True) for v in (real, synth))
     spectra = spectrum_match(real, synth)
     auc = critic_auc(real, synth, seed=0)
     return {"patches": n, "spectrum_max_deviation": spectra["max_deviation"],
-            "spectrum_band": spectra["band"], "spectrum_ratio": [None if r is None else round(r, 3) for r in spectra["ratio"]],
+            "spectrum_max_deviation_from_shell_2": spectra["max_deviation_above_1"],
+            "spectrum_band": spectra["band"],
+            "spectrum_ratio": [None if r is None else round(r, 3) for r in spectra["ratio"]],
             "critic_auc": auc["auc"], "critic_accuracy": auc["accuracy"],
             "histogram_distance": histogram_distance(real - real.mean(), synth - synth.mean()),
             "std_real": float(real.std()), "std_synth": float(synth.std())}
@@ -230,8 +235,9 @@ def main() -> None:
         print(f"  re-weighting alpha {r['reweight']['alpha']:.4g} beta {r['reweight']['beta']:.4g} "
               f"(misfit {100 * r['reweight']['residual']:.1f} %)")
         print(f"  synthesised vs real noise ({m['patches']} patches): spectra max |ratio-1| "
-              f"{m['spectrum_max_deviation']:.3f} over shells {m['spectrum_band']}, critic AUC {m['critic_auc']:.3f}, "
-              "histogram TV "
+              f"{m['spectrum_max_deviation']:.3f} over shells {m['spectrum_band']} "
+              f"({m['spectrum_max_deviation_from_shell_2']:.3f} from shell 2), ratios {m['spectrum_ratio']}, "
+              f"critic AUC {m['critic_auc']:.3f}, histogram TV "
               f"{m['histogram_distance']:.3f}, std {m['std_synth']:.4g} vs {m['std_real']:.4g}", flush=True)
     save({"seeds": args.seeds, "snr": args.snr, "n2n_time": args.n2n_time, "nt2c_args": args.nt2c_args,
           "results": results}, args.name)
