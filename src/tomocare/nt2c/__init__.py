@@ -2,7 +2,8 @@
 
 A coarse denoiser (the shipped general model, or any model) enhances the data; where the enhanced
 data is flat (:mod:`.background`) the raw voxels are taken as pure noise; a WGAN-GP learns to make
-more of it (:mod:`.synthesiser`); simulated clean signal and synthesised noise are mixed in the
-proportions of the real data's spectrum (:mod:`.reweight`) into training pairs for a fine denoiser,
-started from the coarse one; :mod:`.chain` runs it all over a dataset, resumably.
+more of it (:mod:`.synthesiser`); clean signal (the coarse-denoised data, or simulated tomograms as
+in the paper) and synthesised noise are mixed in the proportions of the real data's spectrum
+(:mod:`.reweight`) into training pairs for a fine denoiser, started from the coarse one;
+:mod:`.chain` runs it all over a dataset, resumably; :mod:`.diagnostics` compares made and real noise.
 """

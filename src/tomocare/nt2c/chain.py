@@ -3,7 +3,7 @@
     coarse    every tomogram through the coarse denoiser (block engine)   OUT/work/coarse/NAME.zarr
     noise     background patches of each (block-wise on the workers)     OUT/work/noise/NAME_*.{npy,csv}
     synth     the WGAN-GP noise synthesiser on all patches               OUT/work/synthesiser/
-    pairs     simulated signal + synthesised noise, re-weighted          OUT/work/pairs/
+    pairs     clean signal + synthesised noise, re-weighted              OUT/work/pairs/
     fine      the fine denoiser, from the coarse one, on the pairs       OUT/model/
     predict   every tomogram through the fine denoiser                   OUT/NAME.zarr (+ NAME_denoised.mrc)
 
