@@ -176,3 +176,22 @@ def test_bad_input_is_one_line(tmp_path, capsys, args):
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "Traceback" not in err[0]
+
+
+def test_denoise_single_on_micrographs_with_a_2d_coarse_model(tmp_path):
+    """The chain in 2-D, plumbing only: an untrained 2-D coarse model, every patch taken as background."""
+    from tomocare.simulate.structured import structured_images
+    from tomocare.testing import tiny_model
+
+    images = structured_images(2, (96, 96), seed=4, dose=40.0, thickness=24)
+    (tmp_path / "data").mkdir()
+    write_mrc(da.from_array(images.noisy), tmp_path / "data" / "micrographs.mrc", voxel_size=4.0)
+    coarse = tiny_model(tmp_path / "coarse", ndim=2, voxel_size=4.0)
+    (tmp_path / "s.toml").write_text("[nt2c]\npairs = 1\npair_shape = [2, 64, 64]\nmax_patches = 32\npatch_size = 16\n"
+                                     "threshold = -0.99\nsynthesiser_time = 3\n")
+    out = tmp_path / "out"
+    assert main(["denoise-single", str(tmp_path / "data"), "--out", str(out), "--coarse", str(coarse), "--config",
+                 str(tmp_path / "s.toml"), "--time-limit", "6", "--workers", "1"]) == 0
+    result = open_volume(out / "micrographs.zarr")
+    assert result.shape == (2, 96, 96) and np.isfinite(np.asarray(result.array[...])).all()
+    assert np.load(out / "work" / "noise" / "micrographs_patches.npy").shape[1:] == (16, 16)

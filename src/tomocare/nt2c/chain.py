@@ -283,11 +283,11 @@ def denoise_single(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, se
     work = out_dir / "work"
     (out_dir / "report").mkdir(parents=True, exist_ok=True)
     state = State(out_dir / STATE)
-    run_config = {"version": __version__, "dataset": str(dataset), **settings.model_dump()}
-    if state.data.get("settings") not in (None, run_config):
+    run_config = {"version": __version__, "dataset": str(dataset), **settings.model_dump(mode="json")}
+    if state.data.get("settings") not in (None, _what(run_config)):
         raise TomocareError(f"{out_dir}: an earlier run used other settings; use another --out, or the same settings "
                             "to resume")
-    state.data["settings"] = run_config
+    state.data["settings"] = _what(run_config)
     write_atomic(out_dir / "config.json", json.dumps(run_config, indent=2) + "\n")
 
     counts = {}
@@ -340,6 +340,12 @@ def denoise_single(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, se
         rows.append({"name": name, "status": "done", "output": str(output), **(counts[name] or {})})
     _report(out_dir, rows, state)
     return rows
+
+
+def _what(run_config: dict) -> dict:
+    """The settings that decide the results (not how the machine runs them), as JSON: what a rerun must share."""
+    machine = {"device", "threads", "prefetch", "progress"}
+    return {**run_config, "version": None, "train": {k: v for k, v in run_config["train"].items() if k not in machine}}
 
 
 def _train_fine(pairs_dir: Path, model_dir: Path, coarse: Path, settings: Settings, client: Client, *,

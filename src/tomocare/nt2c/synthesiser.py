@@ -264,7 +264,8 @@ def radial_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
                         indexing="ij")
     radius = np.sqrt(sum(f**2 for f in freqs)) * d
     factor = np.interp(radius, np.arange(len(gain)), gain)
-    return np.fft.irfftn(np.fft.rfftn(volume) * factor, s=volume.shape).astype(np.float32)
+    axes = tuple(range(volume.ndim))
+    return np.fft.irfftn(np.fft.rfftn(volume) * factor, s=volume.shape, axes=axes).astype(np.float32)
 
 
 def _save_checkpoint(path: Path, generator, critic, g_opt, c_opt, rng, step, history, elapsed) -> None:
