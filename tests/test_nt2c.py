@@ -188,7 +188,7 @@ def test_denoise_single_on_micrographs_with_a_2d_coarse_model(tmp_path):
     write_mrc(da.from_array(images.noisy), tmp_path / "data" / "micrographs.mrc", voxel_size=4.0)
     coarse = tiny_model(tmp_path / "coarse", ndim=2, voxel_size=4.0)
     (tmp_path / "s.toml").write_text("[nt2c]\npairs = 1\npair_shape = [2, 64, 64]\nmax_patches = 32\npatch_size = 16\n"
-                                     "threshold = -0.99\nsynthesiser_time = 3\n")
+                                     "threshold = -0.99\nsynthesiser_time = 3\n[train]\npatch_size = 32\n")
     out = tmp_path / "out"
     assert main(["denoise-single", str(tmp_path / "data"), "--out", str(out), "--coarse", str(coarse), "--config",
                  str(tmp_path / "s.toml"), "--time-limit", "6", "--workers", "1"]) == 0
