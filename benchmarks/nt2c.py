@@ -198,8 +198,12 @@ def memory_rows(args) -> list[dict]:
             data.parent.mkdir(parents=True, exist_ok=True)
             write_mrc(da.from_array(t.full), data, voxel_size=VOXEL, overwrite=True)
         subprocess.run(["rm", "-rf", str(work / "out")], check=True)
+        extra = []
+        if args.block:  # fixed prediction blocks: the engine otherwise grows them with the volume up to its budget
+            (work / "block.toml").write_text(f"[predict]\nblock = {args.block}\n")
+            extra = ["--config", str(work / "block.toml")]
         seconds, peak = command(["denoise-single", str(data.parent), "--out", str(work / "out"), "--synthesiser-time",
-                                 "20", "--time-limit", "20"], work / "run.log")
+                                 "20", "--time-limit", "20", *extra], work / "run.log")
         rows.append({"shape": shape, "voxels": int(np.prod(shape)), "seconds": round(seconds, 1), "peak": gib(peak),
                      "peak_bytes": peak})
         print(f"  {str(shape):18s} {np.prod(shape) / 1e6:6.1f} Mvoxels  {seconds:5.0f} s  peak {gib(peak)}", flush=True)
@@ -217,10 +221,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/nt2c_work"))
     parser.add_argument("--name", default="nt2c")
     parser.add_argument("--memory", action="store_true", help="only the peak memory on growing inputs")
+    parser.add_argument("--block", type=int, default=None, help="with --memory: [predict] block (default: planned)")
     args = parser.parse_args()
     if args.memory:
         print("denoise-single --synthesiser-time 20 --time-limit 20, peak memory of the command and its workers:")
-        save({"memory": memory_rows(args)}, args.name + "_memory")
+        save({"block": args.block, "memory": memory_rows(args)}, args.name + "_memory" + (f"_block{args.block}"
+                                                                                    if args.block else ""))
         return
     results = []
     for seed in args.seeds:
