@@ -24,32 +24,19 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
-from _measure import PeakRSS, gib, save
+from _measure import gib, save
+from nt2c import command, load
 
 from tomocare.evaluate.reference import compare_to_reference
 from tomocare.evaluate.snr import BoxPair, estimate_snr
 from tomocare.io.mrc import write_mrc
-from tomocare.io.volume import open_volume
 from tomocare.simulate.structured import structured_images
 
 PIXEL = 4.0
-
-
-def command(args: list[str], log: Path) -> tuple[float, int]:
-    t = time.perf_counter()
-    with log.open("w") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "tomocare", *args], stdout=sink, stderr=subprocess.STDOUT)
-        with PeakRSS(interval=0.1, pid=process.pid) as peak:
-            process.wait()
-    if process.returncode:
-        raise SystemExit(f"tomocare {' '.join(args)} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - t, peak.peak
 
 
 def boxes(clean: np.ndarray, particles: np.ndarray) -> list[BoxPair]:
@@ -73,10 +60,6 @@ def boxes(clean: np.ndarray, particles: np.ndarray) -> list[BoxPair]:
             out.append(BoxPair(str(k), (i, y - r, x - r, i + 1, y + r, x + r),
                                (i, best[1], best[2], i + 1, best[1] + 2 * r, best[2] + 2 * r)))
     return out
-
-
-def load(path: Path) -> np.ndarray:
-    return np.asarray(open_volume(path).array[...], np.float32)
 
 
 def main() -> None:

@@ -125,7 +125,8 @@ def find_background(client: Client, enhanced: LazyArray, *, patch: int, ndim: in
     return Background(corners, ssim, ssim >= threshold, patch, ndim, (low, high))
 
 
-def _read_patch(raw: LazyArray, corner: tuple[int, ...], patch: int, ndim: int) -> np.ndarray:
+def read_patch(raw: LazyArray | np.ndarray, corner: tuple[int, ...], patch: int, ndim: int) -> np.ndarray:
+    """The patch of edge ``patch`` at ``corner`` (z, y, x; 2-D: image, y, x), float32."""
     if ndim == 3:
         z, y, x = corner
         return np.asarray(raw[z : z + patch, y : y + patch, x : x + patch], np.float32)
@@ -135,8 +136,16 @@ def _read_patch(raw: LazyArray, corner: tuple[int, ...], patch: int, ndim: int) 
 
 def read_patches(client: Client, raw: LazyArray, corners: np.ndarray, patch: int, ndim: int) -> list:
     """Futures of the raw patches at ``corners`` (one task each), in order."""
-    return client.map(_read_patch, [raw] * len(corners), [tuple(int(v) for v in c) for c in corners],
+    return client.map(read_patch, [raw] * len(corners), [tuple(int(v) for v in c) for c in corners],
                       [patch] * len(corners), [ndim] * len(corners), pure=False)
+
+
+def random_corners(shape: tuple[int, ...], patch: int, ndim: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` corners of patches of edge ``patch`` drawn uniformly inside ``shape`` (2-D: any image of the stack)."""
+    if min(shape[-2:]) < patch or (ndim == 3 and shape[0] < patch):
+        raise TomocareError(f"shape {tuple(shape)} is smaller than a patch of {patch}")
+    lead = shape[0] - patch + 1 if ndim == 3 else shape[0]
+    return np.stack([rng.integers(0, lead, n), *(rng.integers(0, m - patch + 1, n) for m in shape[1:])], axis=1)
 
 
 def choose(found: np.ndarray, most: int, seed: int) -> np.ndarray:

@@ -233,28 +233,23 @@ def simulated_signal(shape, voxel_size: float, tilt_range: float, *, seed: int, 
     return np.asarray(series.projections.compute(), np.float32)[:n]
 
 
-def _read_box(raw, corner: tuple[int, ...], size: int, ndim: int) -> np.ndarray:
-    if ndim == 3:
-        z, y, x = corner
-        return np.asarray(raw[z : z + size, y : y + size, x : x + size], np.float32)
-    i, y, x = corner
-    return np.asarray(raw[i : i + 1, y : y + size, x : x + size], np.float32)[0]
-
-
 def _random_patches(client: Client, volume: Volume, size: int, ndim: int, n: int, rng: np.random.Generator):
-    shape = volume.shape
-    if min(shape[-ndim:]) < size:
-        raise TomocareError(f"{volume.path}: shape {shape} is smaller than the re-weighting patches ({size})")
-    corners = [tuple(int(rng.integers(0, m - size + 1)) for m in shape) if ndim == 3 else
-               (int(rng.integers(0, shape[0])), *(int(rng.integers(0, m - size + 1)) for m in shape[1:]))
-               for _ in range(n)]
-    return client.map(_read_box, [volume.array] * n, corners, [size] * n, [ndim] * n, pure=False)
+    """Futures of ``n`` patches of ``volume`` at random places, read by the workers."""
+    from tomocare.nt2c.background import random_corners, read_patches
+
+    try:
+        corners = random_corners(volume.shape, size, ndim, n, rng)
+    except TomocareError as err:
+        raise TomocareError(f"{volume.path}: {err} (the re-weighting patches)") from None
+    return read_patches(client, volume.array, corners, size, ndim)
 
 
 def _crops(volume: np.ndarray, size: int, ndim: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([_read_box(volume, tuple(int(rng.integers(0, m - size + 1)) if ndim == 3 or a else
-                                             int(rng.integers(0, m)) for a, m in enumerate(volume.shape)),
-                               size, ndim) for _ in range(n)])
+    """``n`` patches of an in-memory volume at random places."""
+    from tomocare.nt2c.background import random_corners, read_patch
+
+    corners = random_corners(volume.shape, size, ndim, n, rng)
+    return np.stack([read_patch(volume, tuple(int(v) for v in c), size, ndim) for c in corners])
 
 
 # ---------------------------------------------------------------- the chain
