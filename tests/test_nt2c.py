@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter
 from tomocare.cli import main
 from tomocare.io.mrc import write_mrc
 from tomocare.io.volume import open_volume
-from tomocare.nt2c.background import find_background, min_ssim, moments
+from tomocare.nt2c.background import about_plane, find_background, min_ssim, moments
 from tomocare.nt2c.reweight import fit_weights, radial_power
 from tomocare.nt2c.synthesiser import (
     CHECKPOINT,
@@ -73,7 +73,8 @@ def test_synthesiser_makes_any_shape_saves_and_resumes(tmp_path):
     patches = (1.0 + 0.5 * rng.standard_normal((64, 16, 16))).astype(np.float32)
     config = SynthesiserConfig(ndim=2, time_limit=60, max_steps=4, batch_size=8, critic_steps=2, seed=5)
     synth = train_synthesiser(patches, tmp_path / "a", config)
-    assert synth.mean == pytest.approx(1.0, abs=0.05) and synth.std == pytest.approx(0.5, rel=0.1)
+    # it learns the noise about each patch's plane: the level (1.0) is not noise
+    assert synth.mean == pytest.approx(0.0, abs=1e-3) and synth.std == pytest.approx(0.5, rel=0.1)
     sample = synth.sample(2, (20, 36), seed=1)
     assert sample.shape == (2, 20, 36) and np.isfinite(sample).all()
     again = Synthesiser.read(tmp_path / "a")
@@ -92,6 +93,30 @@ def test_synthesiser_makes_any_shape_saves_and_resumes(tmp_path):
     resumed = train_synthesiser(patches, tmp_path / "b", config, resume=True)
     for a, b in zip(resumed.generator.state_dict().values(), generator.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_about_plane_takes_level_and_slope_and_leaves_the_noise():
+    rng = np.random.default_rng(4)
+    noise = rng.standard_normal((32, 8, 8, 8)).astype(np.float32)
+    z, y, x = np.meshgrid(*[np.arange(8.0)] * 3, indexing="ij")
+    ramps = np.stack([a + b * z + c * y + e * x for a, b, c, e in rng.normal(0, 3, (32, 4))])
+    flat = about_plane(noise + ramps)
+    assert np.allclose(about_plane(ramps), 0, atol=1e-4)
+    assert np.allclose(flat, about_plane(noise), atol=1e-4)
+    assert 0.9 < flat.std() / noise.std() < 1.0  # four of 512 degrees of freedom per patch go
+
+
+def test_calibration_gives_the_training_spectrum(tmp_path):
+    """A barely trained generator is far from coloured training noise; the calibrated one matches its spectrum
+    per shell (on samples of other seeds than the calibration's)."""
+    rng = np.random.default_rng(6)
+    coloured = np.stack([gaussian_filter(rng.standard_normal((16, 16, 16)), 1.0) for _ in range(128)])
+    config = SynthesiserConfig(ndim=3, time_limit=60, max_steps=2, batch_size=4, critic_steps=1, channels=4, seed=1)
+    synth = train_synthesiser(coloured.astype(np.float32), tmp_path, config)
+    ratio = radial_power(synth.sample(256, (16,) * 3, seed=11))[1:] / radial_power(about_plane(coloured))[1:]
+    raw = radial_power(synth.sample(256, (16,) * 3, seed=11, calibrated=False))[1:] / radial_power(coloured)[1:]
+    assert np.abs(raw - 1).max() > 0.5  # the generator alone is far off
+    assert np.abs(ratio - 1).max() < 0.1, ratio
 
 
 def _sha(path: Path) -> str:

@@ -13,6 +13,9 @@ start), which reads the band of the enhanced image the row covers and returns th
 second moments (a few numbers each) and the band's 0.1 and 99.9 percentiles; the driver maps
 the moments to SSIM with the robust range (the median of the bands' percentiles) and decides.
 Raw patches are then read one task each, only at the chosen corners.
+
+The raw patches still sit on the ice: its level, and its slope where the ice thickens
+(:func:`about_plane` takes both away), which belong to the signal, not to the noise.
 """
 
 from __future__ import annotations
@@ -146,6 +149,18 @@ def random_corners(shape: tuple[int, ...], patch: int, ndim: int, n: int, rng: n
         raise TomocareError(f"shape {tuple(shape)} is smaller than a patch of {patch}")
     lead = shape[0] - patch + 1 if ndim == 3 else shape[0]
     return np.stack([rng.integers(0, lead, n), *(rng.integers(0, m - patch + 1, n) for m in shape[1:])], axis=1)
+
+
+def about_plane(patches: np.ndarray) -> np.ndarray:
+    """Each patch of a stack (n, d, d) or (n, d, d, d) minus its least-squares plane (a + b·y + c·x [+ e·z]): the
+    fluctuation about the local background level and slope, float32."""
+    patches = np.asarray(patches, np.float64)
+    n, shape = len(patches), patches.shape[1:]
+    axes = np.meshgrid(*[np.arange(m) - (m - 1) / 2 for m in shape], indexing="ij")
+    design = np.stack([np.ones(int(np.prod(shape))), *(a.ravel() for a in axes)], axis=1)
+    flat = patches.reshape(n, -1)
+    coefficients, *_ = np.linalg.lstsq(design, flat.T, rcond=None)
+    return (flat - (design @ coefficients).T).reshape(patches.shape).astype(np.float32)
 
 
 def choose(found: np.ndarray, most: int, seed: int) -> np.ndarray:

@@ -11,8 +11,9 @@ the gradient penalty is per sample (Gulrajani et al. 2017). The critic's last co
 a map of scores, averaged per sample.
 
 Training is WGAN-GP (``critic_steps`` critic updates per generator update, penalty weight 10,
-Adam 1e-4, betas (0, 0.9), as the paper) on patches standardised by their overall mean and
-standard deviation, for a wall-clock budget, resumable from ``checkpoint.pt``; the synthesiser
+Adam 1e-4, betas (0, 0.9), as the paper) on the patches about their own plane (the ice's level
+and slope are signal: :func:`~tomocare.nt2c.background.about_plane`), standardised by their
+overall mean and standard deviation, for a wall-clock budget, resumable from ``checkpoint.pt``; the synthesiser
 is saved as ``synthesiser.pt`` (generator weights) and ``synthesiser.json`` (settings, scale,
 history, calibration) in its directory. On a CPU budget the WGAN-GP gets the noise's character
 right before its exact spectrum, so the trained generator is calibrated (:func:`calibrate`): a
@@ -27,6 +28,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,18 +127,27 @@ class Synthesiser:
     def sample(self, n: int, shape: tuple[int, ...], seed: int, *, calibrated: bool = True) -> np.ndarray:
         """``n`` samples of noise of ``shape`` in the data's units (n, *shape), float32, from ``seed``; with
         ``calibrated`` (and a calibration) each is filtered by the radial gain (:func:`calibrate`)."""
+        gain = self.gain if calibrated else None
+        return np.stack([self.finish(y, shape, gain) for y in self.generate(n, shape, seed)])
+
+    def generate(self, n: int, shape: tuple[int, ...], seed: int) -> Iterator[np.ndarray]:
+        """The generator's raw outputs for ``n`` samples of ``shape`` plus the margin, standardised units; small
+        samples are made in batches of about a million latent voxels."""
         self.generator.eval()
         rng = torch.Generator().manual_seed(seed)
         padded = tuple(s + 2 * MARGIN for s in shape)
-        out = []
+        batch = max(1, 2**20 // int(np.prod(padded)))
         with torch.no_grad():
-            for _ in range(n):
-                y = self.generator(self.generator.latent(1, padded, rng))[0, 0].numpy()
-                if calibrated and self.gain is not None:
-                    y = radial_filter(y, np.asarray(self.gain))
-                core = y[tuple(slice(MARGIN, MARGIN + s) for s in shape)]
-                out.append((core * self.std + self.mean).astype(np.float32))
-        return np.stack(out)
+            for start in range(0, n, batch):
+                yield from self.generator(self.generator.latent(min(batch, n - start), padded, rng))[:, 0].numpy()
+
+    def finish(self, raw: np.ndarray, shape: tuple[int, ...], gain: list[float] | None) -> np.ndarray:
+        """A raw output (:meth:`generate`) filtered by ``gain`` (if any), cropped to ``shape`` and in the data's
+        units."""
+        if gain is not None:
+            raw = radial_filter(raw, np.asarray(gain))
+        core = raw[tuple(slice(MARGIN, MARGIN + s) for s in shape)]
+        return (core * self.std + self.mean).astype(np.float32)
 
     def save(self, directory: Path, extra: dict | None = None) -> None:
         buffer = io.BytesIO()
@@ -170,7 +181,10 @@ def train_synthesiser(patches: np.ndarray, out_dir: str | os.PathLike, config: S
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(patches) < 2:
         raise TomocareError(f"{out_dir}: {len(patches)} noise patch(es): too few to learn the noise from")
-    data = torch.from_numpy(np.ascontiguousarray(patches, np.float32))
+    from tomocare.nt2c.background import about_plane
+
+    patches = about_plane(patches)
+    data = torch.from_numpy(patches)
     mean, std = float(data.mean()), float(data.std())
     if not (math.isfinite(std) and std > 0):
         raise TomocareError(f"{out_dir}: the noise patches are constant or not finite")
@@ -243,27 +257,34 @@ def train_synthesiser(patches: np.ndarray, out_dir: str | os.PathLike, config: S
     return synthesiser
 
 
-def calibrate(synthesiser: Synthesiser, patches: np.ndarray, seed: int) -> list[float]:
+def calibrate(synthesiser: Synthesiser, patches: np.ndarray, seed: int, *, n: int = 1024, rounds: int = 5
+              ) -> list[float]:
     """The spectral calibration of a trained generator: per frequency shell k/d of the training patches (edge d),
     the amplitude gain sqrt(P_real / P_generated) that makes the generated noise's radially averaged power
     spectrum that of the patches (the WGAN-GP, on a CPU budget, gets the shape of the noise right before its
-    exact spectrum); shell 0 (the mean) keeps gain 1."""
+    exact spectrum); shell 0 (the mean) keeps gain 1. The margin cropped from each sample spreads power between
+    neighbouring shells, so the gain is refined ``rounds`` times on one set of ``n`` generated samples."""
     from tomocare.nt2c.reweight import radial_power
 
-    made = synthesiser.sample(min(len(patches), 256), tuple(patches.shape[1:]), seed + 7919, calibrated=False)
-    gain = np.sqrt(radial_power(patches) / np.maximum(radial_power(made), 1e-30))
-    gain[0] = 1.0
+    shape = tuple(patches.shape[1:])
+    target, raw = radial_power(patches), list(synthesiser.generate(n, shape, seed + 7919))
+    gain = np.ones_like(target)
+    for _ in range(rounds):
+        made = radial_power(np.stack([synthesiser.finish(y, shape, list(gain)) for y in raw]))
+        gain *= np.sqrt(target / np.maximum(made, 1e-30))
+        gain[0] = 1.0
     return [round(float(g), 5) for g in gain]
 
 
 def radial_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """``volume`` filtered by a radial gain given per shell of a d-voxel patch (len(gain) = d/2 + 1), interpolated
-    at each frequency |f| (cycles per voxel) of the volume's own grid; beyond the shells, the last gain."""
+    """``volume`` filtered by a radial gain given per shell of a d-voxel patch (len(gain) = d/2 + 1): each
+    frequency |f| (cycles per voxel) of the volume's own grid takes the gain of its shell, rint(|f|·d), the
+    binning of :func:`~tomocare.nt2c.reweight.radial_power`; beyond the shells, the last gain."""
     d = 2 * (len(gain) - 1)
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in volume.shape[:-1]], np.fft.rfftfreq(volume.shape[-1]),
                         indexing="ij")
-    radius = np.sqrt(sum(f**2 for f in freqs)) * d
-    factor = np.interp(radius, np.arange(len(gain)), gain)
+    shell = np.minimum(np.rint(np.sqrt(sum(f**2 for f in freqs)) * d).astype(int), len(gain) - 1)
+    factor = np.asarray(gain)[shell]
     axes = tuple(range(volume.ndim))
     return np.fft.irfftn(np.fft.rfftn(volume) * factor, s=volume.shape, axes=axes).astype(np.float32)
 
