@@ -162,6 +162,10 @@ def synthesise_pairs(
                                              "sets the weights, its header the voxel size); repeatable.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: pair_NNN_input.mrc, "
                                       "pair_NNN_target.mrc, reweight.json.")],
+    enhanced: Annotated[Optional[list[Path]], typer.Option(
+        help="The --like data denoised by the coarse denoiser (e.g. extract-noise's NAME_coarse.zarr), paired "
+             "with --like by order: the clean signal of the pairs with [nt2c] signal = \"coarse\" (the "
+             "default).")] = None,
     ndim: Annotated[int, typer.Option(help="2 for 2-D image stacks.")] = 3,
     config: SettingsFile = None,
     scheduler: Scheduler = None,
@@ -169,9 +173,10 @@ def synthesise_pairs(
 ) -> None:
     """Synthesise training pairs like real data.
 
-    Simulated clean signal plus synthesised noise, weighted to match the real data's power
-    spectrum ([nt2c] pairs, pair_shape, tilt_range, seed); train the fine denoiser on them with
-    'tomocare train --input ... --target ... --init MODEL'."""
+    Clean signal (crops of --enhanced, or simulated with [nt2c] signal = "simulated") plus
+    synthesised noise, weighted to match the real data's power spectrum ([nt2c] pairs,
+    pair_shape, tilt_range, seed); train the fine denoiser on them with 'tomocare train --input
+    ... --target ... --init MODEL'."""
     from tomocare.io.atomic import refuse_inputs
     from tomocare.io.volume import open_volume
     from tomocare.nt2c.chain import synthesise_pairs as synthesise
@@ -179,17 +184,30 @@ def synthesise_pairs(
     if ndim not in (2, 3):
         raise TomocareError(f"--ndim {ndim}: give 2 or 3")
     settings = _settings(config)
-    refuse_inputs(out, [*like, synthesiser])
+    if settings.nt2c.signal == "coarse" and not enhanced:
+        raise TomocareError('[nt2c] signal = "coarse" takes the pairs\' signal from the coarse-denoised data: give '
+                            '--enhanced (one per --like), or set signal = "simulated"')
+    if settings.nt2c.signal == "coarse" and len(enhanced or []) != len(like):
+        raise TomocareError(f"{len(enhanced or [])} --enhanced for {len(like)} --like: give one per --like")
+    if settings.nt2c.signal == "simulated" and enhanced:
+        raise TomocareError('--enhanced goes with [nt2c] signal = "coarse"; signal = "simulated" makes its own')
+    refuse_inputs(out, [*like, *(enhanced or []), synthesiser])
     raws = [open_volume(p, images=ndim == 2) for p in like]
+    coarse = [open_volume(p, images=ndim == 2) for p in enhanced or []]
+    for raw, volume in zip(raws, coarse):
+        if raw.shape != volume.shape:
+            raise TomocareError(f"{volume.path}: shape {volume.shape} differs from {raw.path} {raw.shape}")
     with open_client(scheduler, workers) as client:
-        info = synthesise(synthesiser, raws, out, ndim=ndim, settings=settings, client=client)
+        info = synthesise(synthesiser, raws, out, ndim=ndim, settings=settings, client=client,
+                          enhanced=coarse or None)
     typer.echo(f"{info['pairs']} pairs written to {out} (alpha {info['alpha']:.4g}, beta {info['beta']:.4g}, "
                f"gamma {info['gamma']:.4g})")
 
 
 def _noise_picture(patches, synthesiser, path: Path, seed: int) -> None:
+    from tomocare.nt2c.background import about_plane
     from tomocare.nt2c.diagnostics import noise_figure
 
-    real = patches[: min(len(patches), 256)]
+    real = about_plane(patches[: min(len(patches), 256)])  # what the synthesiser learns: noise about the plane
     made = synthesiser.sample(len(real), real.shape[1:], seed + 1)
-    noise_figure(real, made, path, "real (left) and synthesised noise")
+    noise_figure(real, made, path, "real noise about each patch's plane (left) and synthesised noise")

@@ -17,7 +17,8 @@ overall mean and standard deviation, for a wall-clock budget, resumable from ``c
 is saved as ``synthesiser.pt`` (generator weights) and ``synthesiser.json`` (settings, scale,
 history, calibration) in its directory. On a CPU budget the WGAN-GP gets the noise's character
 right before its exact spectrum, so the trained generator is calibrated (:func:`calibrate`): a
-radial gain makes the power spectrum of its output that of the training patches.
+gain per frequency (not per radius: tomographic noise is anisotropic) makes the power spectrum of
+its output that of the training patches.
 """
 
 from __future__ import annotations
@@ -122,11 +123,11 @@ class Synthesiser:
     mean: float
     std: float
     history: list[dict] = field(default_factory=list)
-    gain: list[float] | None = None  # spectral calibration: amplitude gain per shell k/d of the training patches
+    gain: np.ndarray | None = None  # spectral calibration: amplitude gain per frequency of the patches' grid
 
     def sample(self, n: int, shape: tuple[int, ...], seed: int, *, calibrated: bool = True) -> np.ndarray:
         """``n`` samples of noise of ``shape`` in the data's units (n, *shape), float32, from ``seed``; with
-        ``calibrated`` (and a calibration) each is filtered by the radial gain (:func:`calibrate`)."""
+        ``calibrated`` (and a calibration) each is filtered by the spectral gain (:func:`calibrate`)."""
         gain = self.gain if calibrated else None
         return np.stack([self.finish(y, shape, gain) for y in self.generate(n, shape, seed)])
 
@@ -141,19 +142,21 @@ class Synthesiser:
             for start in range(0, n, batch):
                 yield from self.generator(self.generator.latent(min(batch, n - start), padded, rng))[:, 0].numpy()
 
-    def finish(self, raw: np.ndarray, shape: tuple[int, ...], gain: list[float] | None) -> np.ndarray:
-        """A raw output (:meth:`generate`) filtered by ``gain`` (if any), cropped to ``shape`` and in the data's
-        units."""
-        if gain is not None:
-            raw = radial_filter(raw, np.asarray(gain))
+    def finish(self, raw: np.ndarray, shape: tuple[int, ...], gain: np.ndarray | None) -> np.ndarray:
+        """A raw output (:meth:`generate`) cropped to ``shape``, filtered by ``gain`` (if any; on the crop's own
+        grid, so that a patch-sized sample's spectrum is its raw spectrum times the gain squared, exactly) and in
+        the data's units."""
         core = raw[tuple(slice(MARGIN, MARGIN + s) for s in shape)]
+        if gain is not None:
+            core = spectral_filter(core, gain)
         return (core * self.std + self.mean).astype(np.float32)
 
     def save(self, directory: Path, extra: dict | None = None) -> None:
         buffer = io.BytesIO()
         torch.save(self.generator.state_dict(), buffer)
         write_atomic(directory / WEIGHTS, buffer.getvalue())
-        meta = {"config": asdict(self.generator.config), "mean": self.mean, "std": self.std, "gain": self.gain,
+        gain = None if self.gain is None else np.asarray(self.gain, np.float64).tolist()  # float32 values, exact
+        meta = {"config": asdict(self.generator.config), "mean": self.mean, "std": self.std, "gain": gain,
                 "history": self.history, **(extra or {})}
         write_atomic(directory / META, json.dumps(meta, indent=2) + "\n")
 
@@ -164,7 +167,11 @@ class Synthesiser:
             meta = json.loads((directory / META).read_text())
             generator = NoiseGenerator(SynthesiserConfig(**meta["config"]))
             generator.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
-            return cls(generator, float(meta["mean"]), float(meta["std"]), meta.get("history", []), meta.get("gain"))
+            gain = None if meta.get("gain") is None else np.asarray(meta["gain"], np.float32)
+            if gain is not None and gain.ndim != generator.config.ndim:
+                raise ValueError(f"a calibration of {gain.ndim} dimensions for a {generator.config.ndim}-D generator "
+                                 "(made by an older tomocare? train it again)")
+            return cls(generator, float(meta["mean"]), float(meta["std"]), meta.get("history", []), gain)
         except FileNotFoundError as err:
             raise TomocareError(f"{directory}: not a noise synthesiser (no {Path(err.filename).name})") from None
         except Exception as err:
@@ -257,36 +264,40 @@ def train_synthesiser(patches: np.ndarray, out_dir: str | os.PathLike, config: S
     return synthesiser
 
 
-def calibrate(synthesiser: Synthesiser, patches: np.ndarray, seed: int, *, n: int = 1024, rounds: int = 5
-              ) -> list[float]:
-    """The spectral calibration of a trained generator: per frequency shell k/d of the training patches (edge d),
-    the amplitude gain sqrt(P_real / P_generated) that makes the generated noise's radially averaged power
-    spectrum that of the patches (the WGAN-GP, on a CPU budget, gets the shape of the noise right before its
-    exact spectrum); shell 0 (the mean) keeps gain 1. The margin cropped from each sample spreads power between
-    neighbouring shells, so the gain is refined ``rounds`` times on one set of ``n`` generated samples."""
-    from tomocare.nt2c.reweight import radial_power
+def power_spectrum(patches: np.ndarray) -> np.ndarray:
+    """The mean power of a stack of patches (n, d, d[, d]) at every frequency of the patch's grid (the rfft
+    layout, mean-subtracted): the full spectrum, not its radial average, because tomographic noise is not
+    isotropic (weak along the beam and the tilt axis' missing directions, strong across)."""
+    patches = np.asarray(patches, np.float64)
+    axes = tuple(range(1, patches.ndim))
+    centred = patches - patches.mean(axis=axes, keepdims=True)
+    return (np.abs(np.fft.rfftn(centred, axes=axes)) ** 2).mean(axis=0)
 
+
+def calibrate(synthesiser: Synthesiser, patches: np.ndarray, seed: int, *, n: int = 1024) -> np.ndarray:
+    """The spectral calibration of a trained generator: at every frequency of the training patches' grid, the
+    amplitude gain sqrt(P_real / P_generated) (over ``n`` generated patches) that makes the generated noise's
+    power spectrum that of the patches (the WGAN-GP, on a CPU budget, gets the noise's texture before its exact
+    spectrum, and tomographic noise is anisotropic). A patch's mean (frequency 0) is not noise it learnt; a larger
+    volume's lowest frequencies fall in that bin, so it takes the mean gain of its neighbours on each axis."""
     shape = tuple(patches.shape[1:])
-    target, raw = radial_power(patches), list(synthesiser.generate(n, shape, seed + 7919))
-    gain = np.ones_like(target)
-    for _ in range(rounds):
-        made = radial_power(np.stack([synthesiser.finish(y, shape, list(gain)) for y in raw]))
-        gain *= np.sqrt(target / np.maximum(made, 1e-30))
-        gain[0] = 1.0
-    return [round(float(g), 5) for g in gain]
+    made = power_spectrum(synthesiser.sample(n, shape, seed + 7919, calibrated=False))
+    target = power_spectrum(patches)
+    gain = np.sqrt(target / np.maximum(made, 1e-30 * target.max()))
+    first = np.eye(gain.ndim, dtype=int)
+    gain.flat[0] = np.mean([gain[tuple(e)] for e in first] + [gain[tuple(-e)] for e in first[:-1]])
+    return gain.astype(np.float32)
 
 
-def radial_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """``volume`` filtered by a radial gain given per shell of a d-voxel patch (len(gain) = d/2 + 1): each
-    frequency |f| (cycles per voxel) of the volume's own grid takes the gain of its shell, rint(|f|·d), the
-    binning of :func:`~tomocare.nt2c.reweight.radial_power`; beyond the shells, the last gain."""
-    d = 2 * (len(gain) - 1)
-    freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in volume.shape[:-1]], np.fft.rfftfreq(volume.shape[-1]),
-                        indexing="ij")
-    shell = np.minimum(np.rint(np.sqrt(sum(f**2 for f in freqs)) * d).astype(int), len(gain) - 1)
-    factor = np.asarray(gain)[shell]
+def spectral_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``volume`` filtered (circularly) by a gain given on the rfft grid of a d-voxel patch (``gain.shape`` =
+    (d, ..., d/2 + 1)): each frequency of the volume's own grid takes the gain of the patch grid's nearest
+    frequency. On stationary noise a circular filter leaves no edge: the result is noise of that spectrum."""
+    d = gain.shape[0]
+    index = np.ix_(*[np.rint(np.fft.fftfreq(n) * d).astype(int) % d for n in volume.shape[:-1]],
+                   np.rint(np.fft.rfftfreq(volume.shape[-1]) * d).astype(int))
     axes = tuple(range(volume.ndim))
-    return np.fft.irfftn(np.fft.rfftn(volume) * factor, s=volume.shape, axes=axes).astype(np.float32)
+    return np.fft.irfftn(np.fft.rfftn(volume) * gain[index], s=volume.shape, axes=axes).astype(np.float32)
 
 
 def _save_checkpoint(path: Path, generator, critic, g_opt, c_opt, rng, step, history, elapsed) -> None:
