@@ -109,7 +109,7 @@ def test_about_plane_takes_level_and_slope_and_leaves_the_noise():
 def test_calibration_gives_the_training_spectrum(tmp_path):
     """A barely trained generator is far from anisotropic coloured training noise (as tomographic noise is);
     the calibrated one matches its spectrum per frequency, on samples of other seeds than the calibration's."""
-    from tomocare.nt2c.synthesiser import power_spectrum
+    from tomocare.nt2c.reweight import power_spectrum
 
     rng = np.random.default_rng(6)
     coloured = np.stack([gaussian_filter(rng.standard_normal((16, 16, 16)), (1.5, 0.4, 0.8)) for _ in range(256)])

@@ -194,9 +194,6 @@ def synthesise_pairs(
     refuse_inputs(out, [*like, *(enhanced or []), synthesiser])
     raws = [open_volume(p, images=ndim == 2) for p in like]
     coarse = [open_volume(p, images=ndim == 2) for p in enhanced or []]
-    for raw, volume in zip(raws, coarse):
-        if raw.shape != volume.shape:
-            raise TomocareError(f"{volume.path}: shape {volume.shape} differs from {raw.path} {raw.shape}")
     with open_client(scheduler, workers) as client:
         info = synthesise(synthesiser, raws, out, ndim=ndim, settings=settings, client=client,
                           enhanced=coarse or None)

@@ -182,6 +182,9 @@ def synthesise_pairs(synthesiser_dir: Path, raws: list[Volume], out_dir: Path, *
     if s.signal == "coarse":
         if not enhanced:
             raise TomocareError("signal 'coarse' takes its signal from the coarse-denoised data: none given")
+        for raw, volume in zip(raws, enhanced):
+            if raw.shape != volume.shape:
+                raise TomocareError(f"{volume.path}: shape {volume.shape} differs from {raw.path} {raw.shape}")
         signals = [_random_crop(enhanced[i % len(enhanced)], s.pair_shape, rng) for i in range(s.pairs)]
     else:
         signals = [simulated_signal(s.pair_shape, voxel_size, s.tilt_range, seed=s.seed * 1000 + i, ndim=ndim)

@@ -24,14 +24,22 @@ from scipy.optimize import nnls
 from tomocare.errors import TomocareError
 
 
+def power_spectrum(patches: np.ndarray) -> np.ndarray:
+    """The mean power of a stack of patches (n, d, d[, d]) at every frequency of the patch's grid (the rfft
+    layout, mean-subtracted): the full spectrum, not its radial average, because tomographic noise is not
+    isotropic (weak along the beam and the tilt axis' missing directions, strong across)."""
+    patches = np.asarray(patches, np.float64)
+    axes = tuple(range(1, patches.ndim))
+    centred = patches - patches.mean(axis=axes, keepdims=True)
+    return (np.abs(np.fft.rfftn(centred, axes=axes)) ** 2).mean(axis=0)
+
+
 def radial_power(patches: np.ndarray) -> np.ndarray:
     """Radially averaged power spectrum of a stack of cubic (or square) patches (n, d, d[, d]), mean-subtracted,
     averaged over the stack: one value per shell 0 .. d/2 (shell k = frequency k/d cycles per voxel)."""
-    patches = np.asarray(patches, np.float64)
+    patches = np.asarray(patches)
     d = patches.shape[-1]
-    axes = tuple(range(1, patches.ndim))
-    centred = patches - patches.mean(axis=axes, keepdims=True)
-    power = (np.abs(np.fft.rfftn(centred, axes=axes)) ** 2).mean(axis=0) / d ** (patches.ndim - 1)
+    power = power_spectrum(patches) / d ** (patches.ndim - 1)
     freqs = np.meshgrid(*[np.fft.fftfreq(d)] * (patches.ndim - 2), np.fft.rfftfreq(d), indexing="ij")
     shell = np.rint(np.sqrt(sum(f**2 for f in freqs)) * d).astype(int)
     # the rfft holds half the spectrum: shells are averages, so the halving does not matter

@@ -264,22 +264,14 @@ def train_synthesiser(patches: np.ndarray, out_dir: str | os.PathLike, config: S
     return synthesiser
 
 
-def power_spectrum(patches: np.ndarray) -> np.ndarray:
-    """The mean power of a stack of patches (n, d, d[, d]) at every frequency of the patch's grid (the rfft
-    layout, mean-subtracted): the full spectrum, not its radial average, because tomographic noise is not
-    isotropic (weak along the beam and the tilt axis' missing directions, strong across)."""
-    patches = np.asarray(patches, np.float64)
-    axes = tuple(range(1, patches.ndim))
-    centred = patches - patches.mean(axis=axes, keepdims=True)
-    return (np.abs(np.fft.rfftn(centred, axes=axes)) ** 2).mean(axis=0)
-
-
 def calibrate(synthesiser: Synthesiser, patches: np.ndarray, seed: int, *, n: int = 1024) -> np.ndarray:
     """The spectral calibration of a trained generator: at every frequency of the training patches' grid, the
     amplitude gain sqrt(P_real / P_generated) (over ``n`` generated patches) that makes the generated noise's
     power spectrum that of the patches (the WGAN-GP, on a CPU budget, gets the noise's texture before its exact
     spectrum, and tomographic noise is anisotropic). A patch's mean (frequency 0) is not noise it learnt; a larger
     volume's lowest frequencies fall in that bin, so it takes the mean gain of its neighbours on each axis."""
+    from tomocare.nt2c.reweight import power_spectrum
+
     shape = tuple(patches.shape[1:])
     made = power_spectrum(synthesiser.sample(n, shape, seed + 7919, calibrated=False))
     target = power_spectrum(patches)
