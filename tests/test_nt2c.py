@@ -125,6 +125,31 @@ def test_calibration_gives_the_training_spectrum(tmp_path):
     assert np.abs(ratio - 1).max() < 0.1, ratio
 
 
+def test_calibration_from_few_patches_averages_neighbouring_frequencies(tmp_path, monkeypatch):
+    """A micrograph may give only a handful of noise patches: one frequency's power from 4 patches is off by
+    half, so the calibration averages neighbouring frequencies; its samples then keep to the noise's spectrum
+    (measured on 4096 patches of the same noise) far better than a gain per frequency would."""
+    import tomocare.nt2c.synthesiser as synthesiser_module
+    from tomocare.nt2c.reweight import power_spectrum
+
+    rng = np.random.default_rng(6)
+
+    def noise(n: int) -> np.ndarray:
+        return np.stack([gaussian_filter(rng.standard_normal((64, 64)), (0.6, 0.3), mode="wrap")
+                         for _ in range(n)]).astype(np.float32)
+
+    few, truth = noise(4), power_spectrum(about_plane(noise(4096)))
+    config = SynthesiserConfig(ndim=2, time_limit=60, max_steps=2, batch_size=4, critic_steps=1, channels=4, seed=1)
+    error = {}
+    for label, periodograms in (("per frequency", 1), ("averaged", synthesiser_module.MIN_PERIODOGRAMS)):
+        monkeypatch.setattr(synthesiser_module, "MIN_PERIODOGRAMS", periodograms)
+        synth = train_synthesiser(few, tmp_path / label, config)
+        ratio = power_spectrum(synth.sample(1024, (64, 64), seed=11)) / truth
+        error[label] = float(np.median(np.abs(ratio.ravel()[1:] - 1)))
+    assert error["per frequency"] > 0.25, error
+    assert error["averaged"] < 0.15, error
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -269,16 +269,43 @@ def calibrate(synthesiser: Synthesiser, patches: np.ndarray, seed: int, *, n: in
     amplitude gain sqrt(P_real / P_generated) (over ``n`` generated patches) that makes the generated noise's
     power spectrum that of the patches (the WGAN-GP, on a CPU budget, gets the noise's texture before its exact
     spectrum, and tomographic noise is anisotropic). A patch's mean (frequency 0) is not noise it learnt; a larger
-    volume's lowest frequencies fall in that bin, so it takes the mean gain of its neighbours on each axis."""
+    volume's lowest frequencies fall in that bin, so it takes the mean gain of its neighbours on each axis.
+    With few patches one frequency's power is a poor estimate (its spread is 1/sqrt(patches)), so both spectra
+    are first averaged over a box of neighbouring frequencies holding :data:`MIN_PERIODOGRAMS` in all."""
     from tomocare.nt2c.reweight import power_spectrum
 
     shape = tuple(patches.shape[1:])
     made = power_spectrum(synthesiser.sample(n, shape, seed + 7919, calibrated=False))
     target = power_spectrum(patches)
+    width = _smoothing_width(len(patches), len(shape))
+    if width > 1:
+        made, target = _smooth_spectrum(made, width), _smooth_spectrum(target, width)
     gain = np.sqrt(target / np.maximum(made, 1e-30 * target.max()))
     first = np.eye(gain.ndim, dtype=int)
     gain.flat[0] = np.mean([gain[tuple(e)] for e in first] + [gain[tuple(-e)] for e in first[:-1]])
     return gain.astype(np.float32)
+
+
+MIN_PERIODOGRAMS = 64  # per-frequency power estimates averaged into one calibration gain (spread 1/8 in power)
+
+
+def _smoothing_width(patches: int, ndim: int) -> int:
+    """The odd box width (in frequencies, per axis) whose box times ``patches`` holds MIN_PERIODOGRAMS."""
+    width = math.ceil((MIN_PERIODOGRAMS / max(patches, 1)) ** (1 / ndim))
+    return width + 1 - width % 2
+
+
+def _smooth_spectrum(power: np.ndarray, width: int) -> np.ndarray:
+    """A power spectrum (rfft layout) averaged over a ``width`` box of frequencies, frequency 0 left out (a
+    patch's mean is no noise): the full axes wrap, the half axis mirrors at 0 and at the end."""
+    from scipy.ndimage import uniform_filter
+
+    weight = np.ones_like(power)
+    weight.flat[0] = 0.0
+    modes = ["wrap"] * (power.ndim - 1) + ["mirror"]
+    total = uniform_filter(power * weight, width, mode=modes)
+    count = uniform_filter(weight, width, mode=modes)
+    return total / count
 
 
 def spectral_filter(volume: np.ndarray, gain: np.ndarray) -> np.ndarray:
