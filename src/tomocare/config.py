@@ -86,12 +86,14 @@ class NoiseTransferSettings(BaseModel):
     coarse: str = Field("general", description="coarse denoiser that finds the background: a model directory or "
                         "a shipped model's name (2-D data need a 2-D model)")
     patch_size: int | None = Field(None, ge=4, description="edge of the noise patches, even (default: 16 voxels "
-                                   "in 3-D, 64 pixels in 2-D)")
+                                   "in 3-D, 32 pixels in 2-D)")
     threshold: float = Field(0.7, gt=-1, le=1, description="a patch is background when every pair of its "
                              "sub-patches has SSIM at least this on the coarse-denoised data")
     max_patches: int = Field(512, ge=2, description="noise patches kept per tomogram or image stack (drawn "
                              "at random among those found)")
-    synthesiser_time: float = Field(180.0, gt=0, description="wall-clock seconds to train the noise synthesiser")
+    synthesiser_time: float = Field(180.0, gt=0, description="wall-clock seconds to train the noise synthesiser "
+                                    "(its spectral calibration and saving follow, not counted: seconds in 2-D, "
+                                    "about half a minute in 3-D on 2 cores)")
     pairs: int = Field(8, ge=1, description="synthesised training pairs")
     pair_shape: tuple[int, int, int] = Field((64, 128, 128), description="shape of each synthesised pair (z, y, x); "
                                              "2-D: (images, y, x)")

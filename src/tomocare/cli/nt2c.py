@@ -20,7 +20,7 @@ Coarse = Annotated[
 ]
 PatchSize = Annotated[
     Optional[int],
-    typer.Option("--patch-size", help="Edge of the noise patches, even [16 voxels in 3-D, 64 pixels in 2-D]."),
+    typer.Option("--patch-size", help="Edge of the noise patches, even [16 voxels in 3-D, 32 pixels in 2-D]."),
 ]
 Threshold = Annotated[
     Optional[float],

@@ -83,7 +83,9 @@ class State:
 
 
 def default_patch(ndim: int) -> int:
-    return 16 if ndim == 3 else 64
+    """The noise patches' edge: 16 voxels in 3-D, 32 pixels in 2-D (on the tuning micrographs 64 found 3
+    background patches, 32 found 609 and made the fine model 1.9 dB better)."""
+    return 16 if ndim == 3 else 32
 
 
 # ---------------------------------------------------------------- stages, each usable alone
