@@ -1,7 +1,7 @@
 """Noise-model transfer on micrographs (2-D, NT2C's own setting): the SNR of Eq. 5 before and after.
 
     python benchmarks/nt2c_micrographs.py [--seed 61] [--images 6] [--size 384] [--coarse-time 120]
-        [--patch-size P] [--threshold T]
+        [--patch-size P] [--threshold T] [--signal coarse|simulated]
 
 Data (:func:`tomocare.simulate.structured.structured_images`): 0° projections of simulated
 phantoms (4 Å pixels, 48 voxels of ice) with Poisson counts under an ice-thickness gradient
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--coarse-time", type=float, default=120.0)
     parser.add_argument("--patch-size", type=int, help="[nt2c] patch_size (a tuned row; default: the setting's)")
     parser.add_argument("--threshold", type=float, help="[nt2c] threshold (a tuned row; default: the setting's)")
+    parser.add_argument("--signal", choices=["coarse", "simulated"], help="[nt2c] signal (a tuned row)")
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/nt2c_micrographs_work"))
     args = parser.parse_args()
     work = args.workdir
@@ -97,7 +98,8 @@ def main() -> None:
             ["train", "--input", str(work / "sim_noisy.mrc"), "--target", str(work / "sim_clean.mrc"), "--ndim", "2",
              "--time-limit", f"{args.coarse_time:g}", "--out", str(coarse), "--overwrite"], work / "coarse.log")
     settings = work / "nt2c.toml"
-    tuned = {"patch_size": args.patch_size, "threshold": args.threshold}
+    tuned = {"patch_size": args.patch_size, "threshold": args.threshold,
+             "signal": None if args.signal is None else f'"{args.signal}"'}
     settings.write_text("[nt2c]\npair_shape = [8, 256, 256]\n" + "".join(f"{k} = {v}\n" for k, v in tuned.items()
                                                                        if v is not None))
     out = work / "nt2c"
