@@ -245,6 +245,7 @@ def test_the_stages_one_by_one(single_dataset, tmp_path, capsys):
     ["extract-noise", "{tmp}/bad/t.mrc", "--out", "{tmp}/o", "--coarse", "general", "--enhanced", "{tmp}/x.zarr"],
     ["train-noise", "{tmp}/empty", "--out", "{tmp}/o"],
     ["denoise-single", "{tmp}/bad", "--out", "{tmp}/o", "--threshold", "2"],
+    ["denoise-single", "{tmp}/bad", "--out", "{tmp}/o", "--patch-size", "7"],
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args):
     (tmp_path / "empty").mkdir()

@@ -85,8 +85,8 @@ class NoiseTransferSettings(BaseModel):
 
     coarse: str = Field("general", description="coarse denoiser that finds the background: a model directory or "
                         "a shipped model's name (2-D data need a 2-D model)")
-    patch_size: int | None = Field(None, ge=4, description="edge of the noise patches, even (default: 16 voxels "
-                                   "in 3-D, 32 pixels in 2-D)")
+    patch_size: int | None = Field(None, ge=4, multiple_of=2, description="edge of the noise patches, even "
+                                   "(default: 16 voxels in 3-D, 32 pixels in 2-D)")
     threshold: float = Field(0.7, gt=-1, le=1, description="a patch is background when every pair of its "
                              "sub-patches has SSIM at least this on the coarse-denoised data")
     max_patches: int = Field(512, ge=2, description="noise patches kept per tomogram or image stack (drawn "
