@@ -15,6 +15,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
+import zarr
 from scipy.ndimage import gaussian_filter
 
 from tomocare.cli import main
@@ -171,6 +172,16 @@ def _chain_args(root: Path, out: Path) -> list[str]:
             "--time-limit", "8", "--workers", "1"]
 
 
+def test_final_prediction_orientations_default_to_two_unless_set(tmp_path):
+    from tomocare.config import load_settings
+    from tomocare.nt2c.chain import FINAL_ORIENTATIONS, final_settings
+
+    assert final_settings(load_settings(None)).predict.orientations == FINAL_ORIENTATIONS == 2
+    given = tmp_path / "one.toml"
+    given.write_text("[predict]\norientations = 1\n")
+    assert final_settings(load_settings(given)).predict.orientations == 1
+
+
 def test_denoise_single_runs_the_chain_and_a_rerun_skips_it(single_dataset, tmp_path):
     source = single_dataset / "data" / "tomo.mrc"
     before = _sha(source)
@@ -182,6 +193,10 @@ def test_denoise_single_runs_the_chain_and_a_rerun_skips_it(single_dataset, tmp_
     result = open_volume(out / "tomo.zarr")
     assert result.shape == (32, 96, 96) and result.voxel_size == pytest.approx((10.0, 10.0, 10.0))
     assert np.isfinite(np.asarray(result.array[...])).all()
+    # the fine model sees the tomogram in two orientations (the coarse model, not asked, in one)
+    assert zarr.open_group(str(out / "tomo.zarr"), mode="r").attrs["tomocare"]["operator"]["orientations"] == 2
+    coarse = zarr.open_group(str(out / "work" / "coarse" / "tomo.zarr"), mode="r")
+    assert coarse.attrs["tomocare"]["operator"]["orientations"] == 1
     assert (out / "tomo_denoised.mrc").is_file() and (out / "work" / "noise" / "tomo_background.png").is_file()
     weights = json.loads((out / "work" / "pairs" / "reweight.json").read_text())
     assert weights["alpha"] > 0 and weights["beta"] > 0
