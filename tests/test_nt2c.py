@@ -189,6 +189,7 @@ def test_denoise_single_runs_the_chain_and_a_rerun_skips_it(single_dataset, tmp_
     assert main(_chain_args(single_dataset, out)) == 0
     state = json.loads((out / "state.json").read_text())["done"]
     assert set(state) == {"coarse/tomo", "noise/tomo", "synthesiser", "pairs", "fine", "predict/tomo"}
+    assert json.loads((out / "model" / "train_config.json").read_text())["config"]["loss"] == "l1"  # FINE_LOSS
     assert state["noise/tomo"]["kept"] >= 2
     result = open_volume(out / "tomo.zarr")
     assert result.shape == (32, 96, 96) and result.voxel_size == pytest.approx((10.0, 10.0, 10.0))

@@ -344,6 +344,10 @@ def denoise_single(dataset: str | os.PathLike, out_dir: str | os.PathLike, *, se
     return rows
 
 
+#: The fine denoiser's loss unless ``[train] loss`` is set: its targets are the coarse model's output, whose
+#: errors a mean absolute error weighs less; on the tuning tomogram 38.00 dB against 37.73 with mse.
+FINE_LOSS = "l1"
+
 #: Orientations of the final prediction unless ``[predict] orientations`` is set: one tomogram seen in two
 #: costs the network time ``denoise`` spends on two halves; on the tuning tomogram (seed 40 of
 #: benchmarks/nt2c.py) the fine model gained 0.07 dB over one orientation (four: 0.11 dB at twice that).
@@ -366,7 +370,7 @@ def _what(run_config: dict) -> dict:
 
 def _train_fine(pairs_dir: Path, model_dir: Path, coarse: Path, settings: Settings, client: Client, *,
                 ndim: int) -> None:
-    """The fine denoiser: supervised on the synthesised pairs, starting from the coarse model."""
+    """The fine denoiser: supervised on the synthesised pairs (``FINE_LOSS``), starting from the coarse model."""
     from tomocare.train.loop import train
 
     s = settings.nt2c
@@ -376,6 +380,8 @@ def _train_fine(pairs_dir: Path, model_dir: Path, coarse: Path, settings: Settin
     update: dict[str, Any] = {"mode": "supervised", "init": str(coarse)}
     if settings.train.time_limit is None:
         update["time_limit"] = s.fine_time
+    if "loss" not in settings.train.model_fields_set:
+        update["loss"] = FINE_LOSS
     config = type(settings.train).model_validate({**settings.train.model_dump(exclude_unset=True), **update})
     resume = (model_dir / "checkpoint.pt").exists()
     progress_log.info("training the fine denoiser on %d synthesised pairs, from %s", len(files), coarse)
