@@ -102,7 +102,7 @@ class NoiseTransferSettings(BaseModel):
                                                    "tomogram) or simulated tomograms (NT2C's choice)")
     tilt_range: float = Field(60.0, gt=0, le=90, description="tilt range (±degrees) of the simulated signal")
     fine_time: float = Field(300.0, gt=0, description="wall-clock seconds to train the fine denoiser unless "
-                             "[train] time_limit is set")
+                             "[train] time_limit is set (its loss is l1 unless [train] loss is set)")
     seed: int = Field(0, ge=0, description="seed of patch choice, synthesiser, simulated signal and pairs")
 
 
